@@ -105,10 +105,12 @@ func (p *params) cost(amount float64) int64 {
 	return int64(c)
 }
 
-// since returns t in nanoseconds since the epoch, and false once the epoch
-// must move. A clock that went back before the epoch reads as the epoch.
-func (p *params) since(t time.Time) (int64, bool) {
-	d := int64(t.Sub(p.epoch))
+// sinceEpoch returns the time now in nanoseconds since the epoch, and false
+// once the epoch must move. A clock that went back before the epoch reads as
+// the epoch. It asks c for Since rather than Now: on the real clock, that
+// reads only the monotonic clock, which costs half as much.
+func (p *params) sinceEpoch(c clock.Clock) (int64, bool) {
+	d := int64(c.Since(p.epoch))
 	return max(d, 0), d < rebaseAfter
 }
 
@@ -153,7 +155,7 @@ func (l *Limiter) Level() float64 {
 		if genOf(w) != p.gen {
 			continue
 		}
-		now, _ := p.since(l.clock.Now())
+		now, _ := p.sinceEpoch(l.clock)
 		return float64(max(tatOf(w)-now, 0)) / p.nsPerUnit
 	}
 }
@@ -175,7 +177,13 @@ const (
 // attempt tries to admit amount without taking mu, moving the state only if
 // take is set. It returns an error only for an amount no bucket of this
 // capacity admits.
+//
+// It reads the clock once: if the compare-and-swap loses to another caller,
+// the time read is a little old by the retry, which can only make the bucket
+// look fuller than it is, never emptier.
 func (l *Limiter) attempt(amount float64, take bool) (int, error) {
+	var p *params
+	var now int64
 	for {
 		w := l.state.Load()
 		if w&waitingBit != 0 {
@@ -184,16 +192,19 @@ func (l *Limiter) attempt(amount float64, take bool) (int, error) {
 		if w&frozenBit != 0 {
 			return locked, nil
 		}
-		p := l.params.Load()
-		if genOf(w) != p.gen {
-			continue // SetRate published p after we read w
-		}
-		if err := checkAmount(amount, p.maxRate); err != nil {
-			return refused, err
-		}
-		now, ok := p.since(l.clock.Now())
-		if !ok {
-			return locked, nil
+		if p == nil || genOf(w) != p.gen {
+			p = l.params.Load()
+			if genOf(w) != p.gen {
+				p = nil
+				continue // SetRate published p after we read w
+			}
+			if err := checkAmount(amount, p.maxRate); err != nil {
+				return refused, err
+			}
+			var ok bool
+			if now, ok = p.sinceEpoch(l.clock); !ok {
+				return locked, nil
+			}
 		}
 		tat := max(tatOf(w), now) + p.cost(amount)
 		if tat-now > int64(p.period) {
@@ -208,7 +219,7 @@ func (l *Limiter) attempt(amount float64, take bool) (int, error) {
 // TryAcquire takes amount units if they are available now, without waiting,
 // and reports whether it did. It reports false, and takes nothing, while
 // other callers wait in Acquire (they come first), and for an amount that
-// Acquire would refuse with an error.
+// Acquire would refuse with an error. An amount of 0 always succeeds.
 func (l *Limiter) TryAcquire(amount float64) bool {
 	return l.check(amount, true)
 }
@@ -220,6 +231,9 @@ func (l *Limiter) HasCapacity(amount float64) bool {
 }
 
 func (l *Limiter) check(amount float64, take bool) bool {
+	if amount == 0 {
+		return true // takes nothing, so it passes no one
+	}
 	switch res, _ := l.attempt(amount, take); res {
 	case admitted:
 		return true
@@ -395,7 +409,7 @@ func (l *Limiter) lock() (*params, int64) {
 		}
 	}
 	p := l.params.Load()
-	now, ok := p.since(l.clock.Now())
+	now, ok := p.sinceEpoch(l.clock)
 	if !ok {
 		np := *p
 		np.epoch = p.epoch.Add(time.Duration(now))

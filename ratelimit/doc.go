@@ -1,0 +1,60 @@
+// Package ratelimit provides a leaky-bucket rate limiter: the Go counterpart
+// of Python's aiolimiter, with FIFO fairness, exact cancellation and a
+// lock-free fast path.
+//
+// # The model
+//
+// A Limiter is a bucket that holds at most MaxRate units and leaks
+// continuously at MaxRate units per Period. An acquisition of amount units is
+// admitted when level+amount <= MaxRate, and then adds amount to the level.
+// A new limiter is empty, so the first MaxRate units pass at once (the
+// burst); after that, units pass at the steady rate MaxRate/Period.
+//
+// For example, New(4, 8*time.Second) leaks one unit every 2 seconds. Ten
+// callers that arrive 10 ms apart are admitted at
+//
+//	0, 0.01, 0.02, 0.03 s   the burst: the bucket fills up
+//	2, 4, 6, 8, 10, 12 s    one more each time a unit has leaked out
+//
+// and New(1, 1500*time.Millisecond) admits one caller every 1.5 s, with no
+// burst. Amounts are float64: a request may weigh 0.5 or 10 units, and a
+// caller that needs 3 units waits only until 3 units of room have leaked,
+// not for a whole period.
+//
+// # Using a Limiter
+//
+// Most callers want Acquire (or Wait, for one unit), which blocks until the
+// caller is admitted or its context ends:
+//
+//	lim := ratelimit.New(100, time.Minute) // 100 a minute, in bursts of up to 100
+//	if err := lim.Wait(ctx); err != nil {
+//		return err
+//	}
+//
+// TryAcquire takes capacity only if it is there now, and HasCapacity asks
+// without taking. SetRate changes the rate at run time and Pause holds
+// everyone back, for example on an HTTP 429 with Retry-After.
+//
+// # Guarantees
+//
+//   - Fairness: waiters are admitted strictly in arrival order, whatever
+//     their amounts, so a large request is never starved by small ones (the
+//     caveat aiolimiter documents). While anyone waits, TryAcquire and
+//     HasCapacity report false, so no one jumps the queue.
+//   - Cancellation loses nothing: a waiter whose context ends takes no
+//     capacity, and those behind it move up as if it had never queued.
+//   - Deadlines fail fast: if a context's deadline falls before the time at
+//     which the caller would be admitted, Acquire returns at once with an
+//     error that unwraps to context.DeadlineExceeded.
+//   - Cost: a limiter with no waiters holds no goroutine and no timer; all
+//     waiters share one timer. The fast path (TryAcquire, and Acquire when no
+//     wait is needed) is one clock read and one compare-and-swap, with no
+//     allocation.
+//
+// Time is kept in nanoseconds: an acquisition is charged its cost rounded
+// down to the nanosecond, so a burst of MaxRate units always fits.
+//
+// The limiter reads time only through the clock.Clock it is given
+// (WithClock), from New on, so tests can drive it with a mocked clock, or
+// run it inside a testing/synctest bubble with the default clock.
+package ratelimit
