@@ -43,6 +43,7 @@ func FuzzLimiter(f *testing.F) {
 	f.Add([]byte{3, 8, 3, 8, 0, 64, 0, 64, 4, 3, 2, 100, 2, 100, 5, 10, 2, 250})
 	f.Add([]byte{0, 255, 0, 1, 0, 128, 1, 1, 4, 200, 2, 30, 1, 0, 2, 255, 2, 255})
 	f.Add([]byte{5, 40, 0, 16, 0, 16, 4, 1, 2, 90, 3, 255, 2, 255, 2, 255, 2, 255})
+	f.Add([]byte{0, 0, 0, 1, 0, 2, 0, 70, 0, 3, 2, 40, 1, 0, 0, 4, 0, 5, 2, 100, 1, 1, 2, 255})
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 			fuzzRun(t, c, ops)
@@ -61,6 +62,13 @@ func fuzzRun(t *testing.T, c *clocktest.Clock, ops []byte) {
 		lastAdmit = -1 // arrival number of the last waiter admitted
 	)
 	seg := func() int { return len(segments) - 1 }
+	var shared [2]struct {
+		ctx    context.Context
+		cancel context.CancelFunc
+	}
+	for i := range shared {
+		shared[i].ctx, shared[i].cancel = context.WithCancel(context.Background())
+	}
 	collect := func() {
 		for _, w := range waiters {
 			if w.done {
@@ -88,9 +96,12 @@ func fuzzRun(t *testing.T, c *clocktest.Clock, ops []byte) {
 		op, arg := ops[0]%6, ops[1]
 		ops = ops[2:]
 		switch op {
-		case 0: // a waiter for up to MaxRate units
+		case 0: // a waiter for up to MaxRate units, on its own context or a shared one
 			amount := float64(arg%64+1) / 64 * lim.MaxRate()
 			ctx, cancel := context.WithCancel(context.Background())
+			if k := arg / 64; k < 2 {
+				ctx, cancel = shared[k].ctx, shared[k].cancel
+			}
 			w := &fuzzWaiter{arrival: len(waiters), amount: amount, cancel: cancel, res: make(chan result, 1)}
 			waiters = append(waiters, w)
 			go func() {

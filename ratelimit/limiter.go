@@ -36,7 +36,7 @@ type Limiter struct {
 
 	// mu guards q and the timer fields; its holder freezes state.
 	mu      sync.Mutex
-	q       queue
+	q       queue // waiters; their groups by context are in watch.go
 	timer   *clock.Timer
 	armed   bool      // timer is set to fire at timerAt
 	timerAt time.Time // when the front waiter becomes due
@@ -321,14 +321,15 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 			return &deadlineError{amount: amount, wait: durationOf(due), remaining: remaining}
 		}
 	}
-	seq, ch := l.q.push(amount)
+	done := ctx.Done()
+	seq, ch := l.q.push(amount, done)
+	watch := l.join(ctx, seq)
 	if l.q.live == 1 {
 		l.arm(p, now, tat+p.cost(amount)-int64(p.period))
 	}
 	l.unlock()
 
-	done := ctx.Done()
-	if done == nil {
+	if !watch {
 		return <-ch
 	}
 	select {
@@ -337,15 +338,16 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 	case <-done:
 	}
 	p, now = l.lock()
-	cancelled, wasFront := l.q.cancel(seq, ch)
-	if wasFront {
-		l.process(p, now)
+	if s := l.q.at(seq); s != nil && s.ch == ch {
+		if s.w != nil {
+			l.cancel(s.w, p, now)
+		} else {
+			l.q.leave(s, ctx.Err())
+			l.process(p, now)
+		}
 	}
 	l.unlock()
-	if !cancelled {
-		return <-ch // admitted or refused before the cancellation took hold
-	}
-	return ctx.Err()
+	return <-ch // the cancellation, or a result that came first
 }
 
 // durationOf converts nanoseconds to a Duration, saturating.
@@ -445,7 +447,7 @@ func (l *Limiter) setTat(tat int64) {
 // requires lock.
 func (l *Limiter) process(p *params, now int64) {
 	for {
-		s := l.q.front()
+		s, seq := l.q.front()
 		if s == nil {
 			// Stop even if not armed: a callback that ran late may have
 			// cleared armed while a later Reset is pending.
@@ -456,7 +458,7 @@ func (l *Limiter) process(p *params, now int64) {
 			return
 		}
 		if err := checkAmount(s.amount, p.maxRate); err != nil {
-			l.q.pop(err)
+			l.left(l.q.pop(err), seq)
 			continue
 		}
 		tat := max(l.tat(), now) + p.cost(s.amount)
@@ -465,7 +467,7 @@ func (l *Limiter) process(p *params, now int64) {
 			return
 		}
 		l.setTat(tat)
-		l.q.pop(nil)
+		l.left(l.q.pop(nil), seq)
 	}
 }
 

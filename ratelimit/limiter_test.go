@@ -474,3 +474,59 @@ func TestCancelFrontAdmitsNextAtOnce(t *testing.T) {
 		admittedAt(t, b, "B", 300*ms)
 	})
 }
+
+// Waiters that share a context leave together when it ends, also after the
+// first of them, which watched the context for the others, was admitted.
+func TestSharedContextCancelsTheGroup(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		lim := ratelimit.New(1, time.Second, ratelimit.WithClock(c))
+		lim.TryAcquire(1)
+		ctx, cancel := context.WithCancel(context.Background())
+		other := goAcquire(context.Background(), c, lim, 1) // due at 1 s
+		var group []<-chan result
+		for range 5 {
+			group = append(group, goAcquire(ctx, c, lim, 1)) // due at 2, 3, 4, 5, 6 s
+		}
+		last := goAcquire(context.Background(), c, lim, 1)
+		c.AdvanceTo(t, 2*time.Second)
+		admittedAt(t, other, "the caller before the group", time.Second)
+		admittedAt(t, group[0], "the first of the group", 2*time.Second)
+		c.AdvanceTo(t, 2500*ms)
+		cancel()
+		c.Settle()
+		for i, ch := range group[1:] {
+			if r := returned(t, ch, "a member of the group"); !errors.Is(r.err, context.Canceled) || r.at != 2500*ms {
+				t.Fatalf("member %d returned %v at %v, want context.Canceled at 2.5s", i+1, r.err, r.at)
+			}
+		}
+		if lim.Waiting() != 1 {
+			t.Fatalf("%d waiting, want only the last caller", lim.Waiting())
+		}
+		c.AdvanceTo(t, 3*time.Second)
+		admittedAt(t, last, "the caller after the group", 3*time.Second)
+	})
+}
+
+// A group whose first waiter is cancelled together with the rest.
+func TestSharedContextCancelledWhileOwnerWaits(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		lim := ratelimit.New(1, time.Second, ratelimit.WithClock(c))
+		lim.TryAcquire(1)
+		ctx, cancel := context.WithCancel(context.Background())
+		var group []<-chan result
+		for range 100 {
+			group = append(group, goAcquire(ctx, c, lim, 1))
+		}
+		after := goAcquire(context.Background(), c, lim, 1)
+		c.AdvanceTo(t, 500*ms)
+		cancel()
+		c.Settle()
+		for _, ch := range group {
+			if r := returned(t, ch, "member"); !errors.Is(r.err, context.Canceled) {
+				t.Fatalf("member returned %v", r.err)
+			}
+		}
+		c.AdvanceTo(t, time.Second)
+		admittedAt(t, after, "the caller after the group", time.Second)
+	})
+}

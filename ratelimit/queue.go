@@ -2,7 +2,7 @@ package ratelimit
 
 // queue is the FIFO of blocked Acquire calls. It is a ring of slots in which
 // every waiter keeps its place, numbered by a sequence number, so that a
-// cancelled waiter finds its slot in O(1) and leaves a tombstone there, and a
+// cancelled waiter is found in O(1) and leaves a tombstone there, and a
 // waiter costs the limiter one slot and one channel: no node, no timer.
 //
 // The queue is guarded by Limiter.mu.
@@ -16,10 +16,12 @@ type queue struct {
 }
 
 type slot struct {
-	// ch receives the waiter's result: nil once admitted, an error if it
-	// can no longer be admitted. A nil ch marks a cancelled waiter.
+	// ch receives the waiter's one result: nil once admitted, or an error.
+	// A nil ch marks a tombstone: the waiter left.
 	ch     chan error
 	amount float64
+	done   <-chan struct{} // the waiter's ctx.Done(), nil if it has none
+	w      *watcher        // the watcher of its context, if it shares one
 }
 
 // minShrink is the ring size above which an emptied queue frees its ring.
@@ -27,14 +29,14 @@ const minShrink = 1024
 
 func (q *queue) empty() bool { return q.live == 0 }
 
-// push appends a waiter for amount and returns its sequence number and the
-// channel on which it will get its result.
-func (q *queue) push(amount float64) (uint64, chan error) {
+// push appends a waiter and returns its sequence number and the channel on
+// which it will get its result.
+func (q *queue) push(amount float64, done <-chan struct{}) (uint64, chan error) {
 	if q.n == len(q.buf) {
 		q.grow()
 	}
 	ch := make(chan error, 1)
-	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount}
+	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, done: done}
 	seq := q.headSeq + uint64(q.n)
 	q.n++
 	q.live++
@@ -50,39 +52,60 @@ func (q *queue) grow() {
 	q.buf, q.head = buf, 0
 }
 
-// front returns the first live waiter, dropping the tombstones before it, or
-// nil if no one waits.
-func (q *queue) front() *slot {
-	for q.live > 0 {
-		s := &q.buf[q.head]
-		if s.ch != nil {
-			return s
-		}
-		q.drop()
+// at returns the slot of waiter seq if it is still waiting, or nil. The
+// pointer is valid until the next push.
+func (q *queue) at(seq uint64) *slot {
+	i := seq - q.headSeq
+	if seq < q.headSeq || i >= uint64(q.n) {
+		return nil
+	}
+	if s := &q.buf[(q.head+int(i))%len(q.buf)]; s.ch != nil {
+		return s
 	}
 	return nil
 }
 
-// pop removes the front waiter, which front has just returned, and hands it
-// its result.
-func (q *queue) pop(err error) {
-	s := &q.buf[q.head]
-	s.ch <- err
-	q.live--
-	q.sum -= s.amount
-	q.drop()
+// front returns the first waiter and its sequence number, dropping the
+// tombstones before it, or nil if no one waits.
+func (q *queue) front() (*slot, uint64) {
+	for q.live > 0 {
+		if s := &q.buf[q.head]; s.ch != nil {
+			return s, q.headSeq
+		}
+		q.drop()
+	}
+	return nil, 0
 }
 
-// drop removes the front slot, live or tombstone, and resets the queue once
-// no one waits.
+// pop removes the front waiter, which front has just returned, handing it
+// its result, and returns what its slot held.
+func (q *queue) pop(err error) slot {
+	s := q.buf[q.head]
+	q.leave(&q.buf[q.head], err)
+	q.drop()
+	return s
+}
+
+// leave hands the waiter in s its result and turns s into a tombstone.
+func (q *queue) leave(s *slot, err error) {
+	s.ch <- err
+	s.ch, s.done, s.w = nil, nil, nil
+	q.live--
+	q.sum -= s.amount
+	if q.live == 0 {
+		q.reset()
+	}
+}
+
+// drop removes the front slot, a tombstone by now.
 func (q *queue) drop() {
+	if q.n == 0 {
+		return // leave emptied the queue
+	}
 	q.buf[q.head] = slot{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.headSeq++
 	q.n--
-	if q.live == 0 {
-		q.reset()
-	}
 }
 
 // reset empties a queue left with tombstones only, so that rounding in sum
@@ -96,23 +119,10 @@ func (q *queue) reset() {
 	}
 }
 
-// cancel turns the waiter seq into a tombstone if it is still waiting on ch,
-// and reports whether it was and whether it stood at the front.
-func (q *queue) cancel(seq uint64, ch chan error) (cancelled, wasFront bool) {
-	i := seq - q.headSeq
-	if seq < q.headSeq || i >= uint64(q.n) {
-		return false, false
+// tail returns the last slot if it holds a waiter, or nil.
+func (q *queue) tail() *slot {
+	if q.n == 0 {
+		return nil
 	}
-	s := &q.buf[(q.head+int(i))%len(q.buf)]
-	if s.ch != ch {
-		return false, false
-	}
-	s.ch = nil
-	q.live--
-	q.sum -= s.amount
-	if q.live == 0 {
-		q.reset()
-		return true, true
-	}
-	return true, i == 0
+	return q.at(q.headSeq + uint64(q.n) - 1)
 }
