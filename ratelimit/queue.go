@@ -118,11 +118,3 @@ func (q *queue) reset() {
 		q.buf = nil
 	}
 }
-
-// tail returns the last slot if it holds a waiter, or nil.
-func (q *queue) tail() *slot {
-	if q.n == 0 {
-		return nil
-	}
-	return q.at(q.headSeq + uint64(q.n) - 1)
-}

@@ -1,0 +1,65 @@
+package pool_test
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dripgo/drip/internal/clocktest"
+)
+
+const ms = time.Millisecond
+
+// advanceUntil advances c one millisecond at a time until cond holds,
+// failing the test if the clock passes limit first.
+func advanceUntil(t *testing.T, c *clocktest.Clock, limit time.Duration, cond func() bool) {
+	t.Helper()
+	c.Settle()
+	for !cond() {
+		if c.Elapsed() >= limit {
+			t.Fatalf("condition still false at %v", c.Elapsed())
+		}
+		c.Advance(ms)
+	}
+}
+
+// reached returns a condition that holds once n reaches want.
+func reached(n *atomic.Int64, want int64) func() bool {
+	return func() bool { return n.Load() >= want }
+}
+
+// checkNoLeaks fails the test if a goroutine of the caller's synctest
+// bubble is still running pool code. The caller must have settled the
+// bubble, so that goroutines on their way out have ended. Goroutines from
+// outside the bubble are left out: those of tests on the real clock may
+// still be returning from their last deferred call.
+func checkNoLeaks(t *testing.T) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "synctest bubble") && strings.Contains(g, "github.com/dripgo/drip/pool.") {
+			t.Errorf("goroutine left behind:\n%s", g)
+		}
+	}
+}
+
+// waitPanic calls wait and returns what it panicked with, or nil.
+func waitPanic(wait func() error) (v any, err error) {
+	defer func() { v = recover() }()
+	return nil, wait()
+}
+
+// blockUntilDone is a task that runs until its context ends and then
+// returns nil, counting itself in n when it starts.
+func blockUntilDone(n *atomic.Int64) func(context.Context) error {
+	return func(ctx context.Context) error {
+		n.Add(1)
+		<-ctx.Done()
+		return nil
+	}
+}
