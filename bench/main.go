@@ -1,0 +1,28 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"testing"
+)
+
+func main() {
+	testing.Init() // the report runs benchmarks through testing.Benchmark
+	var cfg config
+	flag.BoolVar(&cfg.long, "long", false, "longer, more precise runs (about 5 minutes)")
+	flag.BoolVar(&cfg.smoke, "smoke", false, "tiny runs that only check the report works (figures meaningless)")
+	flag.StringVar(&cfg.svg, "svg", "", "write a plot of admissions over time to this SVG file")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: go -C bench run . [flags]\n\n"+
+			"Prints drip's Drip! tables live, then measures drip side by side with\n"+
+			"golang.org/x/time/rate, go.uber.org/ratelimit, github.com/juju/ratelimit,\n"+
+			"errgroup and conc on this machine.\n\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	if err := report(os.Stdout, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,82 @@
+// Package redisbucket is ratelimit's leaky bucket kept in Redis, so that
+// every process of a fleet draws from the same bucket.
+//
+// When the replicas of a service call one API that allows 100 requests a
+// minute, a limiter in each process lets through 100 per replica. A
+// [Limiter] on a shared key lets through 100 in all:
+//
+//	rdb := redis.NewClient(&redis.Options{Addr: "localhost:6379", ContextTimeoutEnabled: true})
+//	lim := redisbucket.New(rdb, "{partner-api}:calls", 100, time.Minute)
+//	if err := lim.Acquire(ctx, 1); err != nil {
+//		return err
+//	}
+//
+// # The model
+//
+// The bucket is [ratelimit.Limiter]'s: it holds at most MaxRate units,
+// drains at MaxRate units per Period, starts empty (so MaxRate units pass
+// at once), and admits an amount when the level plus the amount is at most
+// MaxRate. Amounts are float64s, and the errors are ratelimit's:
+// [ratelimit.ErrExceedsCapacity], [ratelimit.ErrInvalidAmount], and a
+// deadline that cannot be met fails at once with an error that unwraps to
+// [context.DeadlineExceeded].
+//
+// The state is one number, the tat: the time at which the bucket will be
+// empty. It lives in one Redis key, beside the rate it was written at, and
+// a Lua script moves it in one atomic step per call, reading the time from the server's TIME, so that the
+// clocks of the clients never matter. TryAcquire, HasCapacity, Level,
+// Pause and SetRate each make one round trip, and so does Acquire: it
+// moves the tat past its own units, which reserves its turn, and then
+// sleeps locally until that turn. Turns are thus given in the order in
+// which the reservations reach Redis, whatever process they come from. The
+// key expires when the bucket has drained, so an idle limiter costs nothing,
+// and a missing key is an empty bucket.
+//
+// # A worked example
+//
+// Take New(rdb, "{api}:calls", 4, 8*time.Second) in two processes, A and
+// B: 4 units at once, then one every 2 seconds. At 0s, A takes 3 with
+// TryAcquire and B takes 1 with Acquire, which returns at once: the bucket
+// is full. Still at 0s, B calls Acquire(ctx, 1): the script reserves the
+// unit that fits at 2s and B sleeps for 2 seconds, without Redis. At 0.5s,
+// A calls Acquire(ctx, 1) and gets the turn after B's, at 4s; a TryAcquire
+// from either process before then reports false, since the callers that
+// wait come first. Level at 1s reports 5.5: the 3.5 units in the bucket and
+// the 2 that B and A have reserved.
+//
+// If A's context is cancelled at 1s, its Acquire gives its reservation
+// back, because no later call has changed the bucket: the next caller gets
+// A's turn at 4s. Had B reserved after A, B's turn would have rested on
+// A's, so A's units would stay in the bucket and drain unused: the rate is
+// then under-used by them, never exceeded, and no caller loses its turn.
+//
+// # What differs from ratelimit.Limiter
+//
+// Every call that reads the bucket can fail, so the methods take a context
+// and return an error. Level counts the units that waiting callers have
+// reserved. SetRate rescales the bucket for everyone, but other processes
+// keep their own rate and rescale it back when they call, so processes
+// that share a key should share a rate. Callers who wait keep their turns
+// when another process pauses the bucket or changes its rate.
+//
+// # Failures
+//
+// A round trip is bounded by the caller's context and by [WithTimeout]
+// (one second by default). If Redis is down or slow, calls return an error
+// that wraps [ErrUnavailable] and the cause. go-redis applies context
+// deadlines to its sockets only with Options.ContextTimeoutEnabled, which
+// is why the client above sets it; without it, the client's ReadTimeout
+// bounds a round trip instead. With [WithFallback], a limiter admits
+// through a local ratelimit.Limiter with its share of the rate while Redis
+// is unreachable, tries Redis again once per [WithProbeInterval], and
+// reports each switch. A limiter never panics on a Redis failure and never
+// waits without bound: its only sleep is until a reserved turn, which ends,
+// or until the caller's context does.
+//
+// Two more go-redis options matter here. A round trip that fails after the
+// script ran (a reply lost to a timeout, or a command that go-redis
+// retries, see Options.MaxRetries) may leave its units in the bucket
+// without admitting anyone: here too the rate can only be under-used. And
+// go-redis retries a refused connection Options.DialerRetries times (5 by
+// default, 100ms apart), which delays the switch to the fallback.
+package redisbucket

@@ -1,0 +1,135 @@
+package redisbucket
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dripgo/drip/ratelimit"
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrUnavailable is returned, wrapped with the operation, the key and the
+// cause, when Redis cannot be reached or does not answer within the
+// limiter's timeout. errors.Is finds the cause too, for example
+// syscall.ECONNREFUSED.
+var ErrUnavailable = errors.New("redisbucket: redis unavailable")
+
+// redisError reports a failed round trip: the operation, the key, and the
+// cause, preceded by ErrUnavailable or the caller's context error when one
+// of them explains it.
+type redisError struct {
+	op, key string
+	reason  error // ErrUnavailable, ctx.Err(), or nil
+	err     error
+}
+
+func (e *redisError) Error() string {
+	if e.reason != nil {
+		return fmt.Sprintf("redisbucket: %s on key %q: %s: %v", e.op, e.key,
+			strings.TrimPrefix(e.reason.Error(), "redisbucket: "), e.err)
+	}
+	return fmt.Sprintf("redisbucket: %s on key %q: %v", e.op, e.key, e.err)
+}
+
+func (e *redisError) Unwrap() []error {
+	if e.reason != nil {
+		return []error{e.reason, e.err}
+	}
+	return []error{e.err}
+}
+
+// fail wraps the error of a round trip made for ctx.
+func (l *Limiter) fail(ctx context.Context, op string, err error) error {
+	e := &redisError{op: op, key: l.key, err: err}
+	switch reason := ended(ctx); {
+	case reason != nil:
+		if !errors.Is(err, reason) { // else err says it already
+			e.reason = reason
+		}
+	case unavailable(err):
+		e.reason = ErrUnavailable
+	}
+	return e
+}
+
+// ended returns the error of a context that has ended, or whose deadline
+// has passed: a socket deadline set from it may fire before the context's
+// own timer does.
+func ended(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// unavailable reports whether err, from a round trip whose caller's context
+// is still alive, means that Redis cannot serve the limiter now, rather than
+// that it refused the request: no reply or a late one, or one of the
+// replies a server gives while it cannot serve.
+func unavailable(err error) bool {
+	var bad *replyError
+	if errors.Is(err, redis.ErrClosed) || errors.As(err, &bad) {
+		return false // a closed client is a mistake, not an outage
+	}
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return true // no reply: refused, reset, timed out
+	}
+	for _, p := range [...]string{"LOADING", "BUSY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "READONLY", "NOREPLICAS"} {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return strings.HasPrefix(re.Error(), "ERR max number of clients")
+}
+
+// amountError reports an amount the limiter refuses, naming the amount and
+// the capacity, and unwraps to ratelimit.ErrExceedsCapacity or
+// ratelimit.ErrInvalidAmount.
+type amountError struct {
+	amount, capacity float64
+	err              error
+}
+
+func (e *amountError) Error() string {
+	if e.err == ratelimit.ErrInvalidAmount {
+		return fmt.Sprintf("redisbucket: acquire %v: amount must be a finite number >= 0", e.amount)
+	}
+	return fmt.Sprintf("redisbucket: acquire %v exceeds capacity %v", e.amount, e.capacity)
+}
+
+func (e *amountError) Unwrap() error { return e.err }
+
+// checkAmount returns the error for an amount a bucket of the given
+// capacity can never admit, or nil. NaN fails both comparisons.
+func checkAmount(amount, capacity float64) error {
+	if !(amount >= 0) || amount > maxFloat {
+		return &amountError{amount: amount, capacity: capacity, err: ratelimit.ErrInvalidAmount}
+	}
+	if amount > capacity {
+		return &amountError{amount: amount, capacity: capacity, err: ratelimit.ErrExceedsCapacity}
+	}
+	return nil
+}
+
+const maxFloat = 1.7976931348623157e308
+
+// deadlineError reports that a context's deadline falls before the caller's
+// turn. It unwraps to context.DeadlineExceeded, so errors.Is finds it.
+type deadlineError struct {
+	amount          float64
+	wait, remaining time.Duration
+}
+
+func (e *deadlineError) Error() string {
+	return fmt.Sprintf("redisbucket: acquire %v would wait %v, but the context deadline is in %v",
+		e.amount, e.wait, e.remaining)
+}
+
+func (e *deadlineError) Unwrap() error { return context.DeadlineExceeded }

@@ -1,0 +1,395 @@
+package redisbucket
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/benbjohnson/clock"
+	"github.com/dripgo/drip/ratelimit"
+	"github.com/redis/go-redis/v9"
+)
+
+// A Limiter is a leaky bucket kept in one Redis key, shared by every
+// Limiter, in any process, that uses the same key. It holds at most MaxRate
+// units and drains at MaxRate units per Period, as a ratelimit.Limiter
+// does; see the package documentation for the model and what differs.
+//
+// A Limiter is safe for concurrent use. It holds no goroutine and no
+// connection of its own (the client does), so it needs no Close.
+type Limiter struct {
+	rdb     redis.Scripter
+	key     string
+	clock   clock.Clock
+	timeout time.Duration
+	params  atomic.Pointer[params]
+	fb      *fallback // nil without WithFallback
+
+	// changed is closed, and replaced, when SetRate changes the capacity,
+	// so that waiters check their amounts against it.
+	changed atomic.Pointer[chan struct{}]
+
+	// script is bucketScript. Tests of this package replace it with a
+	// version that reads the time from two extra arguments, which
+	// serverTime supplies; both are fixed at construction, and New offers
+	// no way to set them.
+	script     *redis.Script
+	serverTime func() []any
+}
+
+var _ ratelimit.Acquirer = (*Limiter)(nil)
+
+// params is one setting of the rate. It is immutable: SetRate publishes a
+// new one.
+type params struct {
+	maxRate   float64
+	period    time.Duration
+	nsPerUnit float64
+	unit      string // nsPerUnit as the script receives and stores it
+	periodArg string
+}
+
+// maxPeriod is ratelimit's limit on periods and pauses (about 417 days).
+// The script's float64 arithmetic is exact to the nanosecond while the tat
+// is within 2^53 ns (about 104 days) of the key's epoch, and loses a few
+// nanoseconds beyond.
+const maxPeriod = time.Duration(1) << 55
+
+func newParams(fn string, maxRate float64, period time.Duration) *params {
+	if !(maxRate > 0) || math.IsInf(maxRate, 1) {
+		panic(fmt.Sprintf("redisbucket: %s: maxRate %v must be a finite number > 0", fn, maxRate))
+	}
+	if period <= 0 || period > maxPeriod {
+		panic(fmt.Sprintf("redisbucket: %s: period %v must be > 0 and at most %v", fn, period, maxPeriod))
+	}
+	ns := float64(period) / maxRate
+	return &params{
+		maxRate:   maxRate,
+		period:    period,
+		nsPerUnit: ns,
+		unit:      strconv.FormatFloat(ns, 'g', 17, 64),
+		periodArg: strconv.FormatInt(int64(period), 10),
+	}
+}
+
+// cost returns how far amount moves the tat, in nanoseconds, rounded down
+// exactly as ratelimit.Limiter rounds it, so that a burst of MaxRate units
+// always fits. An amount at or above the capacity costs the whole period.
+func (p *params) cost(amount float64) string {
+	c := amount * p.nsPerUnit
+	if !(c < float64(p.period)) {
+		return p.periodArg
+	}
+	return strconv.FormatInt(int64(c), 10)
+}
+
+// New returns a limiter on the bucket stored at key, admitting at most
+// maxRate units per period in bursts of up to maxRate, through client (a
+// *redis.Client, *redis.ClusterClient, *redis.Ring or any other
+// redis.Scripter). A bucket whose key does not exist is empty.
+//
+// Every process that shares the key should use the same maxRate and period:
+// the bucket drains at the rate of the limiter that last changed it. The
+// key is used as given, so a hash tag in it ("{api}:limit") picks its Redis
+// Cluster slot.
+//
+// New makes no round trip. It panics if client is nil, key is empty,
+// maxRate is not a finite number > 0, or period is not > 0 (or exceeds
+// about 417 days), as ratelimit.New does.
+func New(client redis.Scripter, key string, maxRate float64, period time.Duration, opts ...Option) *Limiter {
+	if client == nil {
+		panic("redisbucket: New: nil client")
+	}
+	if key == "" {
+		panic("redisbucket: New: empty key")
+	}
+	p := newParams("New", maxRate, period)
+	o := options{timeout: DefaultTimeout, probe: DefaultProbeInterval}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	if o.clock == nil {
+		o.clock = clock.New()
+	}
+	if o.timeout <= 0 {
+		o.timeout = DefaultTimeout
+	}
+	if o.probe <= 0 {
+		o.probe = DefaultProbeInterval
+	}
+	l := &Limiter{rdb: client, key: key, clock: o.clock, timeout: o.timeout, script: bucketScript}
+	l.params.Store(p)
+	ch := make(chan struct{})
+	l.changed.Store(&ch)
+	if o.fb != nil {
+		l.fb = newFallback(o.fb, maxRate, period, o.probe, o.clock)
+	}
+	return l
+}
+
+// Key returns the Redis key that holds the bucket.
+func (l *Limiter) Key() string { return l.key }
+
+// MaxRate returns the bucket's capacity: the most that can be acquired in
+// one burst, and the number of units admitted per Period.
+func (l *Limiter) MaxRate() float64 { return l.params.Load().maxRate }
+
+// Period returns the time in which MaxRate units drain from a full bucket.
+func (l *Limiter) Period() time.Duration { return l.params.Load().period }
+
+// TryAcquire takes amount units if they are available now, without
+// waiting, in one round trip, and reports whether it did. It reports false,
+// and takes nothing, while callers in any process wait for their turn in
+// Acquire (they come first). An amount of 0 always succeeds, with no round
+// trip.
+//
+// An amount that Acquire would refuse gives false and that error, with no
+// round trip. A failed round trip gives false and an error that wraps
+// ErrUnavailable (or the context's error, if ctx ended) and the cause; on
+// the fallback, the local limiter answers instead.
+func (l *Limiter) TryAcquire(ctx context.Context, amount float64) (bool, error) {
+	return l.check(ctx, "TryAcquire", amount, opTake)
+}
+
+// HasCapacity reports whether TryAcquire(ctx, amount) would succeed now,
+// without taking anything. It fails as TryAcquire does.
+func (l *Limiter) HasCapacity(ctx context.Context, amount float64) (bool, error) {
+	return l.check(ctx, "HasCapacity", amount, opCheck)
+}
+
+func (l *Limiter) check(ctx context.Context, name string, amount float64, op string) (bool, error) {
+	p := l.params.Load()
+	if err := checkAmount(amount, p.maxRate); err != nil {
+		return false, err
+	}
+	if amount == 0 {
+		return true, nil // takes nothing, so it passes no one
+	}
+	if !l.fb.useRedis() {
+		return l.checkLocal(amount, op), nil
+	}
+	v, err := l.run(ctx, p, op, p.cost(amount))
+	if err == nil {
+		var ok bool
+		if ok, err = parseBool(v); err == nil {
+			l.fb.succeeded()
+			return ok, nil
+		}
+	}
+	if l.fb.failed(ctx, err) {
+		return l.checkLocal(amount, op), nil
+	}
+	return false, l.fail(ctx, fmt.Sprintf("%s(%v)", name, amount), err)
+}
+
+func (l *Limiter) checkLocal(amount float64, op string) bool {
+	if op == opTake {
+		return l.fb.local.TryAcquire(amount)
+	}
+	return l.fb.local.HasCapacity(amount)
+}
+
+// Wait is shorthand for Acquire(ctx, 1).
+func (l *Limiter) Wait(ctx context.Context) error { return l.Acquire(ctx, 1) }
+
+// Acquire takes amount units, waiting until the bucket has room for them,
+// and returns nil once it has. It reserves the caller's turn in one round
+// trip and then sleeps on the limiter's clock, without Redis, until it.
+// Turns are given in the order in which the reservations reach Redis,
+// whatever their amounts and processes. An amount of 0 returns nil at
+// once.
+//
+// Acquire returns an error if:
+//   - ctx ends first: ctx.Err(). The reservation is given back if no later
+//     one depends on it, that is, if no call has changed the bucket since;
+//     otherwise its units stay in the bucket and drain unused, so that the
+//     callers behind keep their turns (the rate is under-used, never
+//     exceeded).
+//   - ctx has a deadline before the caller's turn: at once, with nothing
+//     taken, an error that unwraps to context.DeadlineExceeded.
+//   - amount exceeds MaxRate (ratelimit.ErrExceedsCapacity), also when
+//     SetRate on this Limiter lowers the capacity below it while the
+//     caller waits, or amount is negative, NaN or infinite
+//     (ratelimit.ErrInvalidAmount).
+//   - the round trip fails: an error that wraps ErrUnavailable (or the
+//     context's error, if ctx ended) and the cause. On the fallback, the
+//     local limiter admits the caller instead.
+func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
+	if done := ctx.Done(); done != nil {
+		select {
+		case <-done:
+			return ctx.Err()
+		default:
+		}
+	}
+	p := l.params.Load()
+	if err := checkAmount(amount, p.maxRate); err != nil {
+		return err
+	}
+	if amount == 0 {
+		return nil
+	}
+	if !l.fb.useRedis() {
+		return l.fb.local.Acquire(ctx, amount)
+	}
+	limit, remaining := noLimit, time.Duration(0)
+	deadline, hasDeadline := ctx.Deadline()
+	if hasDeadline {
+		remaining = deadline.Sub(l.clock.Now())
+		limit = strconv.FormatInt(max(int64(remaining), 0), 10)
+	}
+	cost := p.cost(amount)
+	v, err := l.run(ctx, p, opReserve, cost, limit)
+	var r reservation
+	if err == nil {
+		r, err = parseReservation(v)
+	}
+	if err != nil {
+		if l.fb.failed(ctx, err) {
+			return l.fb.local.Acquire(ctx, amount)
+		}
+		return l.fail(ctx, fmt.Sprintf("Acquire(%v)", amount), err)
+	}
+	l.fb.succeeded()
+	wait := time.Duration(r.wait)
+	if !r.ok {
+		return &deadlineError{amount: amount, wait: wait, remaining: remaining}
+	}
+	if wait <= 0 {
+		return nil
+	}
+	// The turn was measured from the server's now, which is behind ours by
+	// the reply's trip: waiting the whole of it from now errs late, never
+	// early. If that passes the deadline, the reservation goes back.
+	if hasDeadline && l.clock.Now().Add(wait).After(deadline) {
+		l.giveBack(ctx, p, cost, r.token)
+		return &deadlineError{amount: amount, wait: wait, remaining: remaining}
+	}
+	return l.sleep(ctx, p, amount, cost, wait, r.token)
+}
+
+// sleep waits for the turn that a reservation gave the caller.
+func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost string, wait time.Duration, token string) error {
+	t := l.clock.Timer(wait)
+	defer t.Stop()
+	for {
+		changed := *l.changed.Load()
+		if err := checkAmount(amount, l.params.Load().maxRate); err != nil {
+			l.giveBack(ctx, p, cost, token)
+			return err
+		}
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			select {
+			case <-t.C:
+				return nil // the turn came first
+			default:
+			}
+			l.giveBack(ctx, p, cost, token)
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// giveBack returns a reservation that its caller will not use, if no later
+// change to the bucket depends on it. It is best effort: a failed round
+// trip leaves the units in the bucket, where they drain unused. It takes at
+// most the limiter's timeout, even though ctx has ended.
+func (l *Limiter) giveBack(ctx context.Context, p *params, cost, token string) {
+	if token == "" {
+		return
+	}
+	_, _ = l.run(context.WithoutCancel(ctx), p, opCancel, cost, token)
+}
+
+// Level returns how full the bucket is now, in units: 0 when empty, MaxRate
+// when full. Unlike ratelimit.Limiter's, it counts the units that callers
+// in Acquire have reserved, so it exceeds MaxRate while callers wait, as it
+// does after Pause. On the fallback it returns the local limiter's level.
+func (l *Limiter) Level(ctx context.Context) (float64, error) {
+	if !l.fb.useRedis() {
+		return l.fb.local.Level(), nil
+	}
+	return l.level(ctx, "Level", l.params.Load())
+}
+
+func (l *Limiter) level(ctx context.Context, name string, p *params) (float64, error) {
+	v, err := l.run(ctx, p, opLevel)
+	var level float64
+	if err == nil {
+		level, err = parseLevel(v)
+	}
+	if err != nil {
+		if l.fb.failed(ctx, err) {
+			return l.fb.local.Level(), nil
+		}
+		return 0, l.fail(ctx, name, err)
+	}
+	l.fb.succeeded()
+	return level, nil
+}
+
+// Pause admits nothing for d, in any process: it raises the level to
+// MaxRate plus what drains in d (it never lowers it), so admissions resume
+// after d at the steady rate, with no burst. It is what a client does on a
+// 429 response with Retry-After. Callers already waiting keep their turns.
+// Pause with d <= 0 does nothing; pauses longer than about 417 days are
+// cut to that. On the fallback it pauses the local limiter.
+func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	d = min(d, maxPeriod)
+	if !l.fb.useRedis() {
+		l.fb.local.Pause(d)
+		return nil
+	}
+	p := l.params.Load()
+	_, err := l.run(ctx, p, opPause, strconv.FormatInt(int64(d), 10))
+	if err != nil {
+		if l.fb.failed(ctx, err) {
+			l.fb.local.Pause(d)
+			return nil
+		}
+		return l.fail(ctx, fmt.Sprintf("Pause(%v)", d), err)
+	}
+	l.fb.succeeded()
+	return nil
+}
+
+// SetRate changes the capacity and the period of this Limiter, and rescales
+// the bucket in one round trip: the units in it stay there and drain at the
+// new rate from now on; a bucket left above the new capacity just drains
+// before admitting again. Callers of this Limiter waiting in Acquire whose
+// amount exceeds the new capacity return ratelimit.ErrExceedsCapacity; the
+// others keep the turns they reserved, as do the callers of other
+// processes.
+//
+// Other Limiters on the key keep their own rate, and a call from one of
+// them rescales the bucket back to it: to change the rate of a fleet, call
+// SetRate in every process. If the round trip fails, SetRate returns its
+// error, and the new rate still applies to this Limiter's later calls,
+// which rescale the bucket when they reach it. SetRate panics on the values
+// New refuses.
+func (l *Limiter) SetRate(ctx context.Context, maxRate float64, period time.Duration) error {
+	p := newParams("SetRate", maxRate, period)
+	l.params.Store(p)
+	if l.fb != nil {
+		l.fb.local.SetRate(l.fb.share*maxRate, period)
+	}
+	ch := make(chan struct{})
+	close(*l.changed.Swap(&ch))
+	if !l.fb.useRedis() {
+		return nil
+	}
+	_, err := l.level(ctx, fmt.Sprintf("SetRate(%v, %v)", maxRate, period), p)
+	return err
+}
