@@ -154,3 +154,6 @@ func BenchmarkThrottleChan(b *testing.B) {
 		sink = sum
 	})
 }
+
+// sink keeps the compiler from discarding the benchmarks' results.
+var sink int
