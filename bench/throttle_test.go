@@ -2,28 +2,13 @@ package main
 
 import (
 	"context"
-	"iter"
+	"runtime"
 	"testing"
 	"time"
 
 	"github.com/dripgo/drip/ratelimit"
 	"github.com/dripgo/drip/throttle"
 )
-
-// throttleRate is a rate no benchmark reaches, so that the limiter never
-// makes anyone wait and what is measured is the cost of passing through it.
-const throttleRate = 1e12
-
-// countTo is an iterator over 0, 1, ... n-1.
-func countTo(n int) iter.Seq[int] {
-	return func(yield func(int) bool) {
-		for i := range n {
-			if !yield(i) {
-				return
-			}
-		}
-	}
-}
 
 // BenchmarkThrottleSeq measures, per item, a loop over an iterator that
 // acquires one unit per item itself (impl=bare), side by side with the same
@@ -33,30 +18,8 @@ func countTo(n int) iter.Seq[int] {
 // each item allocates.
 func BenchmarkThrottleSeq(b *testing.B) {
 	ctx := context.Background()
-	b.Run("impl=bare", func(b *testing.B) {
-		lim := ratelimit.New(throttleRate, time.Second)
-		b.ReportAllocs()
-		sum := 0
-		for v := range countTo(b.N) {
-			if err := lim.Acquire(ctx, 1); err != nil {
-				b.Fatal(err)
-			}
-			sum += v
-		}
-		sink = sum
-	})
-	b.Run("impl=seq", func(b *testing.B) {
-		th := throttle.New[int](ratelimit.New(throttleRate, time.Second))
-		b.ReportAllocs()
-		sum := 0
-		for v, err := range th.Seq(ctx, countTo(b.N)) {
-			if err != nil {
-				b.Fatal(err)
-			}
-			sum += v
-		}
-		sink = sum
-	})
+	b.Run("impl=bare", benchSeqBare)
+	b.Run("impl=seq", benchSeqThrottled)
 	b.Run("impl=seq-cost", func(b *testing.B) {
 		th := throttle.New(ratelimit.New(throttleRate, time.Second),
 			throttle.WithCost(func(v int) float64 { return float64(v&1 + 1) }))
@@ -68,7 +31,7 @@ func BenchmarkThrottleSeq(b *testing.B) {
 			}
 			sum += v
 		}
-		sink = sum
+		runtime.KeepAlive(sum)
 	})
 }
 
@@ -89,7 +52,7 @@ func BenchmarkThrottleFunc(b *testing.B) {
 			r, _ := double(ctx, i)
 			sum += r
 		}
-		sink = sum
+		runtime.KeepAlive(sum)
 	})
 	b.Run("impl=func", func(b *testing.B) {
 		fn := throttle.Func(throttle.New[int](ratelimit.New(throttleRate, time.Second)), double)
@@ -102,7 +65,7 @@ func BenchmarkThrottleFunc(b *testing.B) {
 			}
 			sum += r
 		}
-		sink = sum
+		runtime.KeepAlive(sum)
 	})
 }
 
@@ -138,7 +101,7 @@ func BenchmarkThrottleChan(b *testing.B) {
 		for v := range out {
 			sum += v
 		}
-		sink = sum
+		runtime.KeepAlive(sum)
 	})
 	b.Run("impl=chan", func(b *testing.B) {
 		th := throttle.New[int](ratelimit.New(throttleRate, time.Second))
@@ -151,9 +114,6 @@ func BenchmarkThrottleChan(b *testing.B) {
 		if err := wait(); err != nil {
 			b.Fatal(err)
 		}
-		sink = sum
+		runtime.KeepAlive(sum)
 	})
 }
-
-// sink keeps the compiler from discarding the benchmarks' results.
-var sink int
