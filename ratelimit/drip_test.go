@@ -35,25 +35,14 @@ func dripTimes(t *testing.T, c *clocktest.Clock, lim *ratelimit.Limiter, n int, 
 }
 
 func TestDripTables(t *testing.T) {
-	ms := time.Millisecond
-	tests := []struct {
-		name    string
-		maxRate float64
-		period  time.Duration
-		n       int
-		want    []time.Duration
-	}{
-		{"burst", 4, 8 * time.Second, 10, []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 2000 * ms, 4000 * ms, 6000 * ms, 8000 * ms, 10000 * ms, 12000 * ms}},
-		{"no burst", 1, 1500 * ms, 5, []time.Duration{0, 1500 * ms, 3000 * ms, 4500 * ms, 6000 * ms}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, d := range clocktest.Drips {
+		t.Run(d.Name, func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				lim := ratelimit.New(tt.maxRate, tt.period, ratelimit.WithClock(c))
-				got := dripTimes(t, c, lim, tt.n, 10*ms)
+				lim := ratelimit.New(d.MaxRate, d.Period, ratelimit.WithClock(c))
+				got := dripTimes(t, c, lim, len(d.Want), d.Gap)
 				for i := range got {
-					if got[i] != tt.want[i] {
-						t.Errorf("caller %d admitted at %v, want %v", i, got[i], tt.want[i])
+					if got[i] != d.Want[i] {
+						t.Errorf("caller %d admitted at %v, want %v", i, got[i], d.Want[i])
 					}
 				}
 			})

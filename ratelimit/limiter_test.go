@@ -432,21 +432,21 @@ func TestLongRunningClock(t *testing.T) {
 // With the default clock inside a synctest bubble, the limiter keeps the
 // bubble's fake time: users can test their own code this way.
 func TestDefaultClockInSynctestBubble(t *testing.T) {
+	d := clocktest.Drips[0]
 	synctest.Test(t, func(t *testing.T) {
-		lim := ratelimit.New(4, 8*time.Second)
+		lim := ratelimit.New(d.MaxRate, d.Period)
 		start := time.Now()
-		done := make(chan time.Duration, 10)
-		for range 10 {
-			time.Sleep(10 * ms)
+		done := make(chan time.Duration, len(d.Want))
+		for range d.Want {
+			time.Sleep(d.Gap)
 			go func() {
 				if err := lim.Wait(context.Background()); err != nil {
 					t.Error(err)
 				}
-				done <- time.Since(start) - 10*ms
+				done <- time.Since(start) - d.Gap
 			}()
 		}
-		want := []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 2 * time.Second, 4 * time.Second, 6 * time.Second, 8 * time.Second, 10 * time.Second, 12 * time.Second}
-		for i, w := range want {
+		for i, w := range d.Want {
 			if got := <-done; got != w {
 				t.Errorf("admission %d at %v, want %v", i, got, w)
 			}

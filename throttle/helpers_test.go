@@ -14,8 +14,7 @@ const ms = time.Millisecond
 
 // dripSchedule is when ratelimit.New(4, 8*time.Second) admits ten callers
 // that arrive 10 ms apart: the seed's Drip! table.
-var dripSchedule = []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 2 * time.Second, 4 * time.Second,
-	6 * time.Second, 8 * time.Second, 10 * time.Second, 12 * time.Second}
+var dripSchedule = clocktest.Drips[0].Want
 
 // advanceUntil advances c one millisecond at a time until done reaches n,
 // failing the test if that takes longer than limit.

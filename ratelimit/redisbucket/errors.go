@@ -7,8 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dripgo/drip/ratelimit"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/dripgo/drip/internal/bucket"
 )
 
 // ErrUnavailable is returned, wrapped with the operation, the key and the
@@ -89,47 +90,8 @@ func unavailable(err error) bool {
 	return strings.HasPrefix(re.Error(), "ERR max number of clients")
 }
 
-// amountError reports an amount the limiter refuses, naming the amount and
-// the capacity, and unwraps to ratelimit.ErrExceedsCapacity or
-// ratelimit.ErrInvalidAmount.
-type amountError struct {
-	amount, capacity float64
-	err              error
-}
-
-func (e *amountError) Error() string {
-	if e.err == ratelimit.ErrInvalidAmount {
-		return fmt.Sprintf("redisbucket: acquire %v: amount must be a finite number >= 0", e.amount)
-	}
-	return fmt.Sprintf("redisbucket: acquire %v exceeds capacity %v", e.amount, e.capacity)
-}
-
-func (e *amountError) Unwrap() error { return e.err }
-
 // checkAmount returns the error for an amount a bucket of the given
-// capacity can never admit, or nil. NaN fails both comparisons.
+// capacity can never admit, or nil.
 func checkAmount(amount, capacity float64) error {
-	if !(amount >= 0) || amount > maxFloat {
-		return &amountError{amount: amount, capacity: capacity, err: ratelimit.ErrInvalidAmount}
-	}
-	if amount > capacity {
-		return &amountError{amount: amount, capacity: capacity, err: ratelimit.ErrExceedsCapacity}
-	}
-	return nil
+	return bucket.CheckAmount("redisbucket", amount, capacity)
 }
-
-const maxFloat = 1.7976931348623157e308
-
-// deadlineError reports that a context's deadline falls before the caller's
-// turn. It unwraps to context.DeadlineExceeded, so errors.Is finds it.
-type deadlineError struct {
-	amount          float64
-	wait, remaining time.Duration
-}
-
-func (e *deadlineError) Error() string {
-	return fmt.Sprintf("redisbucket: acquire %v would wait %v, but the context deadline is in %v",
-		e.amount, e.wait, e.remaining)
-}
-
-func (e *deadlineError) Unwrap() error { return context.DeadlineExceeded }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/benbjohnson/clock"
+	"github.com/dripgo/drip/internal/bucket"
 	"github.com/dripgo/drip/ratelimit"
 	"github.com/redis/go-redis/v9"
 )
@@ -258,7 +259,7 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	l.fb.succeeded()
 	wait := time.Duration(r.wait)
 	if !r.ok {
-		return &deadlineError{amount: amount, wait: wait, remaining: remaining}
+		return &bucket.DeadlineError{Pkg: "redisbucket", Amount: amount, Wait: wait, Remaining: remaining}
 	}
 	if wait <= 0 {
 		return nil
@@ -268,7 +269,7 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	// early. If that passes the deadline, the reservation goes back.
 	if hasDeadline && l.clock.Now().Add(wait).After(deadline) {
 		l.giveBack(ctx, p, cost, r.token)
-		return &deadlineError{amount: amount, wait: wait, remaining: remaining}
+		return &bucket.DeadlineError{Pkg: "redisbucket", Amount: amount, Wait: wait, Remaining: remaining}
 	}
 	return l.sleep(ctx, p, amount, cost, wait, r.token)
 }

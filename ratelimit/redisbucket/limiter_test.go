@@ -138,31 +138,20 @@ func waitFor(t *testing.T, c *clocktest.Clock, ch <-chan result, limit time.Dura
 // examples, callers arriving 10ms apart, as ratelimit's test does.
 func TestDripTables(t *testing.T) {
 	addr := redisAddr(t)
-	ms := time.Millisecond
-	tests := []struct {
-		name    string
-		maxRate float64
-		period  time.Duration
-		n       int
-		want    []time.Duration
-	}{
-		{"burst", 4, 8 * time.Second, 10, []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 2000 * ms, 4000 * ms, 6000 * ms, 8000 * ms, 10000 * ms, 12000 * ms}},
-		{"no burst", 1, 1500 * ms, 5, []time.Duration{0, 1500 * ms, 3000 * ms, 4500 * ms, 6000 * ms}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
+	for _, d := range clocktest.Drips {
+		t.Run(d.Name, func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 				rdb := newClient(t, addr)
-				lim := onMockTime(New(rdb, testKey(t, rdb), tt.maxRate, tt.period, WithClock(c)), c)
-				chs := make([]<-chan result, tt.n)
-				for i := range tt.n {
-					c.AdvanceTo(t, time.Duration(i)*10*ms)
+				lim := onMockTime(New(rdb, testKey(t, rdb), d.MaxRate, d.Period, WithClock(c)), c)
+				chs := make([]<-chan result, len(d.Want))
+				for i := range chs {
+					c.AdvanceTo(t, time.Duration(i)*d.Gap)
 					chs[i] = acquireAt(context.Background(), c, lim, 1)
 				}
 				for i, ch := range chs {
 					r := waitFor(t, c, ch, 20*time.Second)
-					if r.err != nil || r.at != tt.want[i] {
-						t.Errorf("caller %d admitted at %v (%v), want %v", i, r.at, r.err, tt.want[i])
+					if r.err != nil || r.at != d.Want[i] {
+						t.Errorf("caller %d admitted at %v (%v), want %v", i, r.at, r.err, d.Want[i])
 					}
 				}
 			})
