@@ -161,7 +161,7 @@ func report(w io.Writer, cfg config) error {
 		if err != nil {
 			return err
 		}
-		title := fmt.Sprintf("Admissions over time: 100 goroutines, %d/s in bursts of %d", ratePerSecond, rateBurst)
+		title := fmt.Sprintf("Admissions ahead of the steady rate: 100 goroutines on %d/s in bursts of %d", ratePerSecond, rateBurst)
 		if err := plotAdmissions(f, title, plotted, rateBurst, ratePerSecond, sz.rateFor); err != nil {
 			f.Close()
 			return err
