@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/dripgo/drip/internal/bucket"
+	"github.com/dripgo/drip/ratelimit"
 )
 
 // ErrUnavailable is returned, wrapped with the operation, the key and the
@@ -90,8 +91,8 @@ func unavailable(err error) bool {
 	return strings.HasPrefix(re.Error(), "ERR max number of clients")
 }
 
+var amounts = bucket.Amounts{Pkg: "redisbucket", Invalid: ratelimit.ErrInvalidAmount, Exceeds: ratelimit.ErrExceedsCapacity}
+
 // checkAmount returns the error for an amount a bucket of the given
 // capacity can never admit, or nil.
-func checkAmount(amount, capacity float64) error {
-	return bucket.CheckAmount("redisbucket", amount, capacity)
-}
+func checkAmount(amount, capacity float64) error { return amounts.Check(amount, capacity) }
