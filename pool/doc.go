@@ -3,6 +3,14 @@
 // glue that rate-limited clients otherwise write by hand, with the order,
 // cancellation and panic handling done once.
 //
+// A pool is built on golang.org/x/sync/errgroup and keeps its contract: the
+// tasks run on an errgroup.Group made by errgroup.WithContext and limited
+// by SetLimit, the first error cancels the pool's context and is what Wait
+// returns, and Go blocks while the limit is reached, as errgroup's Go does.
+// On top of it the pool takes each task's weight from the limiter, in
+// submission order, and adds collected errors, panics raised in the caller
+// of Wait, and progress counts.
+//
 // # The model
 //
 // A [Pool] has a fixed number of workers ([Workers]) and a limiter (any
@@ -21,11 +29,14 @@
 // Tasks that have not started when the context ends never start, and the
 // capacity they waited for is never taken from the limiter; a failure
 // cancels the pool before its task gives its worker back, so no task that
-// gets that worker starts. A task's panic is recovered, cancels the pool,
-// and is raised again by Wait in the caller's goroutine as a [*PanicError]
-// with the original value and stack. After Wait returns, nothing the pool
-// started is running. [Pool.Stats] counts the tasks waiting, running and
-// done, for progress reports.
+// gets that worker starts. As with errgroup, a Go that is waiting for a
+// worker when the context ends goes on waiting until a task returns (tasks
+// see their context end, and normally return at once); its task is then
+// skipped. A task's panic is recovered, cancels the pool, and is raised
+// again by Wait in the caller's goroutine as a [*PanicError] with the
+// original value and stack. After Wait returns, nothing the pool started is
+// running. [Pool.Stats] counts the tasks waiting, running and done, for
+// progress reports.
 //
 // The limiter is required: New panics on a nil one rather than run
 // unlimited. Misuse (Workers(0), a nil task, submitting after Wait)
@@ -65,9 +76,11 @@
 //
 // When the limiter admits a task at once and no task waits before it, the
 // submitting goroutine admits it with one call to the limiter's TryAcquire
-// and starts it: a task then costs one goroutine and one allocation, less
-// than errgroup.SetLimit with x/time/rate's Wait in each task (the bench
-// module measures both, and conc's pool, side by side). Only tasks that
-// must wait for the limiter go through the ordered queue, which costs them
-// a goroutine hand-off when their turn comes.
+// and passes its turn for it: the task then costs what errgroup's Go costs
+// (a goroutine and a closure) plus the pool's own closure and a few atomic
+// operations, about as much as errgroup.SetLimit with x/time/rate's Wait
+// in each task written by hand (the bench module measures both, and conc's
+// pool, side by side). Only tasks that must wait for the limiter go
+// through the ordered queue, which costs them a goroutine hand-off when
+// their turn comes.
 package pool

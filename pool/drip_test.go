@@ -58,6 +58,8 @@ func testDripSchedule(t *testing.T, hide bool) {
 		}()
 
 		c.AdvanceTo(t, time.Second)
+		// Tasks 4 to 7 wait for the limiter; Go for task 8 waits for a
+		// worker, and does not count it yet.
 		want := pool.Stats{Submitted: 8, Waiting: 4, Done: 4}
 		if got := p.Stats(); got != want {
 			t.Errorf("at 1s: Stats() = %+v, want %+v", got, want)
@@ -188,4 +190,36 @@ func TestWeighted(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestAdmitAfterWorker checks that a task takes its weight from the limiter
+// only once it has a worker, not when Go is called: here Go is called at 0,
+// when the limiter has room, but the only worker is busy until 1 s, and the
+// limiter's level shows that the task was admitted at 1 s.
+func TestAdmitAfterWorker(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		// Two units, draining two a second.
+		lim := ratelimit.New(2, time.Second, ratelimit.WithClock(c))
+		p, _ := pool.New(context.Background(), lim, pool.Workers(1))
+		p.Go(func(context.Context) error {
+			<-c.After(time.Second)
+			return nil
+		})
+		var start time.Duration
+		go p.Go(func(context.Context) error { start = c.Elapsed(); return nil })
+		c.Settle()
+		if got := lim.Level(); got != 1 {
+			t.Errorf("level at 0 with the second task waiting for the worker: %v, want 1", got)
+		}
+		c.AdvanceTo(t, time.Second)
+		if err := p.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if start != time.Second {
+			t.Errorf("the second task started at %v, want 1s", start)
+		}
+		if got := lim.Level(); got != 1 {
+			t.Errorf("level at 1s: %v, want 1 (the second task's unit, taken at 1s)", got)
+		}
+	})
 }

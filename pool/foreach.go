@@ -11,13 +11,14 @@ import (
 // New(ctx, lim, opts...), each call acquiring one unit from lim before it
 // starts, and returns the pool's error, as Wait does.
 //
-// ForEach pulls seq lazily: it takes a worker before it asks seq for the
-// next item, so it never holds more than Workers items that fn has not
-// finished with, and seq may be endless. It stops pulling once the pool's
-// context ends (a task failed, or ctx was cancelled); it then reports the
-// context's cause if no task failed. A panic in fn is raised again in the
-// caller, after the other calls have returned; a panic in seq cancels the
-// calls in flight and waits for them before it goes on.
+// ForEach pulls seq lazily: it waits until fewer than Workers items are in
+// the hands of calls that have not finished before it asks seq for the
+// next, so it never holds more than Workers such items, and seq may be
+// endless. It stops pulling once the pool's context ends (a task failed,
+// or ctx was cancelled); it then reports the context's cause if no task
+// failed. A panic in fn is raised again in the caller, after the other
+// calls have returned; a panic in seq cancels the calls in flight and
+// waits for them before it goes on.
 //
 // ForEach panics if fn is nil, and on what New panics on.
 func ForEach[T any](ctx context.Context, lim ratelimit.Acquirer, seq iter.Seq[T], fn func(ctx context.Context, item T) error, opts ...Option) error {
@@ -25,29 +26,55 @@ func ForEach[T any](ctx context.Context, lim ratelimit.Acquirer, seq iter.Seq[T]
 		panic("pool: ForEach called with a nil function")
 	}
 	p, _ := New(ctx, lim, opts...)
+	// errgroup cannot hand out a worker before it is given the task, and
+	// the task needs its item, so ForEach counts the items in hand itself.
+	// A task gives its token back once it has counted itself finished,
+	// just before errgroup frees its worker: a token in hand means that
+	// g.Go waits at most for that moment.
+	p.items = make(chan struct{}, p.workers)
 	pulled := false
 	defer func() {
 		if !pulled {
 			// seq panicked: leave no task behind it.
 			p.cancel(context.Canceled)
-			p.wg.Wait()
-			p.workers.close()
+			_ = p.g.Wait()
 		}
 	}()
-	reserved := p.reserve(true)
-	if reserved {
+	more := p.takeItem()
+	if more {
 		for item := range seq {
-			p.launch(1, func(ctx context.Context) error { return fn(ctx, item) })
-			if reserved = p.reserve(true); !reserved {
+			if !p.submit(1, func(ctx context.Context) error { return fn(ctx, item) }, true, "ForEach") {
+				// The context ended: the task was skipped, unstarted.
+				p.release()
+				more = false
+				break
+			}
+			if more = p.takeItem(); !more {
 				break
 			}
 		}
 	}
 	pulled = true
-	if reserved {
-		p.workers.give()
+	if more {
+		p.release()
 	} else {
 		p.noteStop(nil)
 	}
 	return p.Wait()
+}
+
+// takeItem waits until an item may be pulled and takes a token for it. It
+// reports false, holding no token, if the pool's context has ended or ends
+// first. It looks at the context before it waits, because a select with a
+// token free and the context ended would pick either.
+func (p *Pool) takeItem() bool {
+	if p.isDone() {
+		return false
+	}
+	select {
+	case p.items <- struct{}{}:
+		return true
+	case <-p.done:
+		return false
+	}
 }

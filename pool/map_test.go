@@ -276,3 +276,71 @@ func TestForEachSeqPanics(t *testing.T) {
 		checkNoLeaks(t)
 	})
 }
+
+// cancelOnTry is a limiter whose TryAcquire cancels a context on its nth
+// call, and then admits as the limiter inside it would.
+type cancelOnTry struct {
+	*ratelimit.Limiter
+	n      int
+	calls  int
+	cancel context.CancelCauseFunc
+	cause  error
+}
+
+func (l *cancelOnTry) TryAcquire(amount float64) bool {
+	if l.calls++; l.calls == l.n {
+		l.cancel(l.cause)
+	}
+	return l.Limiter.TryAcquire(amount)
+}
+
+// TestForEachCancelledWhilePulling ends the context between two steps of
+// ForEach's loop, with workers free: while seq produces an item, so that
+// ForEach submits it to a pool that has stopped and the item is skipped;
+// and while ForEach submits an item, which the limiter admits, so that the
+// item runs and ForEach pulls no other.
+func TestForEachCancelledWhilePulling(t *testing.T) {
+	stop := errors.New("stop")
+	for _, tt := range []struct {
+		name          string
+		inSeq         bool // else in the limiter's second TryAcquire
+		calls, pulled int64
+	}{{"in seq", true, 2, 3}, {"in submit", false, 2, 2}} {
+		t.Run(tt.name, func(t *testing.T) {
+			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+				ctx, cancel := context.WithCancelCause(context.Background())
+				defer cancel(nil)
+				lim := &cancelOnTry{Limiter: ratelimit.New(100, time.Second, ratelimit.WithClock(c)), cancel: cancel, cause: stop}
+				if !tt.inSeq {
+					lim.n = 2
+				}
+				s := &countingSeq{limit: 4}
+				seq := func(yield func(int) bool) {
+					for i := range s.seq(-1) {
+						if tt.inSeq && i == 2 {
+							cancel(stop)
+						}
+						if !yield(i) {
+							return
+						}
+					}
+				}
+				err := pool.ForEach(ctx, lim, seq, func(context.Context, int) error {
+					s.finished.Add(1)
+					return nil
+				}, pool.Workers(4))
+				if err != stop {
+					t.Errorf("ForEach() = %v, want %v", err, stop)
+				}
+				if got := s.pulled.Load(); got != tt.pulled || !s.stopped.Load() {
+					t.Errorf("pulled %d items (iterator stopped: %v), want %d", got, s.stopped.Load(), tt.pulled)
+				}
+				if got := s.finished.Load(); got != tt.calls {
+					t.Errorf("%d calls, want %d", got, tt.calls)
+				}
+				c.Settle()
+				checkNoLeaks(t)
+			})
+		})
+	}
+}

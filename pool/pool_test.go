@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,7 +20,8 @@ import (
 // TestCancelMidRun cancels the parent context while two tasks run, three
 // wait for the limiter and a sixth Go blocks for a worker. The waiting
 // tasks never start and take nothing from the limiter, the blocked Go
-// returns, and Wait reports the cancellation's cause.
+// returns once they have given their workers back, its task skipped, and
+// Wait reports the cancellation's cause.
 func TestCancelMidRun(t *testing.T) {
 	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 		lim := ratelimit.New(2, 2*time.Second, ratelimit.WithClock(c))
@@ -66,6 +68,65 @@ func TestCancelMidRun(t *testing.T) {
 		if got, want := p.Stats(), (pool.Stats{Submitted: 6, Done: 2, Skipped: 4}); got != want {
 			t.Errorf("after Wait: Stats() = %+v, want %+v", got, want)
 		}
+		checkNoLeaks(t)
+	})
+}
+
+// TestCancelWhileGoBlocked checks errgroup's rule for a Go that waits for
+// a worker when the context ends: it goes on waiting until a worker is
+// free, here when a task that does not watch its context returns, and its
+// task is then skipped, taking nothing from the limiter.
+func TestCancelWhileGoBlocked(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		// Two units, draining one a second.
+		lim := ratelimit.New(2, 2*time.Second, ratelimit.WithClock(c))
+		parent, cancel := context.WithCancelCause(context.Background())
+		p, _ := pool.New(parent, lim, pool.Workers(2))
+		stubborn := func(context.Context) error {
+			<-c.After(time.Second)
+			return nil
+		}
+		p.Go(stubborn)
+		p.Go(stubborn)
+		var ran atomic.Bool
+		returned := make(chan struct{})
+		go func() {
+			defer close(returned)
+			p.Go(func(context.Context) error { ran.Store(true); return nil })
+		}()
+		c.AdvanceTo(t, 500*ms)
+		stop := errors.New("stop")
+		cancel(stop)
+		c.Settle()
+		select {
+		case <-returned:
+			t.Fatal("Go returned while both workers were running")
+		default:
+		}
+		if got, want := p.Stats(), (pool.Stats{Submitted: 2, Running: 2}); got != want {
+			t.Errorf("after cancel: Stats() = %+v, want %+v", got, want)
+		}
+		c.AdvanceTo(t, time.Second)
+		select {
+		case <-returned:
+		default:
+			t.Fatal("Go still blocked after a worker came free")
+		}
+		if err := p.Wait(); err != stop {
+			t.Errorf("Wait() = %v, want %v", err, stop)
+		}
+		if ran.Load() {
+			t.Error("the task submitted before the cancellation ran")
+		}
+		// The two tasks took both units at 0; one has drained since. The
+		// skipped task could have had the other.
+		if got := lim.Level(); got != 1 {
+			t.Errorf("level at 1s: %v, want 1", got)
+		}
+		if got, want := p.Stats(), (pool.Stats{Submitted: 3, Done: 2, Skipped: 1}); got != want {
+			t.Errorf("after Wait: Stats() = %+v, want %+v", got, want)
+		}
+		c.Settle()
 		checkNoLeaks(t)
 	})
 }
@@ -396,6 +457,64 @@ func TestTryGo(t *testing.T) {
 	})
 }
 
+// gateLimiter holds TryAcquire until gate is closed, telling entered that
+// it got there.
+type gateLimiter struct {
+	*ratelimit.Limiter
+	entered chan struct{}
+	gate    chan struct{}
+}
+
+func (l gateLimiter) TryAcquire(amount float64) bool {
+	l.entered <- struct{}{}
+	<-l.gate
+	return l.Limiter.TryAcquire(amount)
+}
+
+// TestTryGoWhileSubmitting holds Go in the middle of a submission, after
+// errgroup has started the task's goroutine and before Go has decided
+// whether to admit the task itself. The task waits for that decision
+// rather than run or queue for the limiter, TryGo gives up rather than
+// wait although every other worker is free, and both succeed once Go is
+// done.
+func TestTryGoWhileSubmitting(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		inner := ratelimit.New(10, time.Second, ratelimit.WithClock(c))
+		lim := gateLimiter{inner, make(chan struct{}, 2), make(chan struct{})}
+		p, _ := pool.New(context.Background(), lim, pool.Workers(4))
+		var n atomic.Int64
+		task := func(context.Context) error { n.Add(1); return nil }
+		submitted := make(chan struct{})
+		go func() {
+			defer close(submitted)
+			p.Go(task)
+		}()
+		<-lim.entered
+		c.Settle()
+		if got, want := p.Stats(), (pool.Stats{Submitted: 1, Waiting: 1}); got != want || n.Load() != 0 {
+			t.Errorf("while Go decides: Stats() = %+v with %d run, want %+v and none", got, n.Load(), want)
+		}
+		if got := inner.Waiting(); got != 0 {
+			t.Errorf("while Go decides: %d callers queued in the limiter, want 0", got)
+		}
+		if p.TryGo(task) {
+			t.Error("TryGo accepted a task while Go was submitting")
+		}
+		close(lim.gate)
+		<-submitted
+		if !p.TryGo(task) {
+			t.Error("TryGo refused with every worker free and no one submitting")
+		}
+		if err := p.Wait(); err != nil || n.Load() != 2 {
+			t.Errorf("Wait() = %v with %d tasks run, want nil and 2", err, n.Load())
+		}
+		if got := inner.Level(); got != 2 {
+			t.Errorf("level %v, want 2: each task took one unit, once", got)
+		}
+		checkNoLeaks(t)
+	})
+}
+
 // TestNestedGo checks that tasks may submit tasks to their own pool while
 // the caller waits, and that Wait waits for those too.
 func TestNestedGo(t *testing.T) {
@@ -473,6 +592,45 @@ func TestConcurrentSubmitters(t *testing.T) {
 	}
 }
 
+// TestSubmittersBlockDurably has two goroutines call Go on a pool whose
+// only worker is busy: one waits for the worker, the other for its turn to
+// submit. Both are durably blocked, so a synctest bubble (here the mocked
+// clock's) can still settle and move time on; both tasks then run, one
+// after the other.
+func TestSubmittersBlockDurably(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		lim := ratelimit.New(10, time.Second, ratelimit.WithClock(c))
+		p, _ := pool.New(context.Background(), lim, pool.Workers(1))
+		p.Go(func(context.Context) error {
+			<-c.After(time.Second)
+			return nil
+		})
+		var starts [2]time.Duration
+		var wg sync.WaitGroup
+		for i := range 2 {
+			wg.Go(func() {
+				p.Go(func(context.Context) error {
+					starts[i] = c.Elapsed()
+					<-c.After(time.Second)
+					return nil
+				})
+			})
+		}
+		c.Settle()
+		if got, want := p.Stats(), (pool.Stats{Submitted: 1, Running: 1}); got != want {
+			t.Errorf("with two calls to Go blocked: Stats() = %+v, want %+v", got, want)
+		}
+		c.AdvanceTo(t, 3*time.Second)
+		wg.Wait()
+		if err := p.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if slices.Sort(starts[:]); starts != [2]time.Duration{time.Second, 2 * time.Second} {
+			t.Errorf("the two tasks started at %v, want 1s and 2s", starts)
+		}
+	})
+}
+
 // TestNoStartAfterFailure checks that once a task has failed, a task that
 // gets a worker after it never starts: the failure cancels the pool before
 // it gives its worker back. The limiter never binds, so the second task
@@ -531,28 +689,49 @@ type panickyLimiter struct{}
 
 func (panickyLimiter) Acquire(context.Context, float64) error { panic("limiter broke") }
 
+// panickyTry panics in TryAcquire, which the pool calls when it submits.
+type panickyTry struct{ *ratelimit.Limiter }
+
+func (panickyTry) TryAcquire(float64) bool { panic("limiter broke") }
+
 // TestLimiterPanics checks that a limiter's panic is handled as a task's:
-// raised again from Wait, with nothing left running.
+// raised again from Wait, not from Go, with no task run and nothing left
+// running. A panic in Acquire fails its task; one in TryAcquire, which Go
+// calls itself, stops the pool before its task starts, so the task is
+// skipped.
 func TestLimiterPanics(t *testing.T) {
-	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-		p, _ := pool.New(context.Background(), panickyLimiter{}, pool.Workers(2))
-		var ran atomic.Int64
-		for range 3 {
-			p.Go(func(context.Context) error { ran.Add(1); return nil })
-		}
-		v, _ := waitPanic(p.Wait)
-		if pe, ok := v.(*pool.PanicError); !ok || pe.Value != "limiter broke" {
-			t.Errorf("Wait panicked with %v, want a *pool.PanicError with the limiter's value", v)
-		}
-		if ran.Load() != 0 {
-			t.Errorf("%d tasks ran", ran.Load())
-		}
-		if got := p.Stats(); got.Failed < 1 || got.Done != 0 || got.Running != 0 || got.Waiting != 0 {
-			t.Errorf("Stats() = %+v", got)
-		}
-		c.Settle()
-		checkNoLeaks(t)
-	})
+	for _, tt := range []struct {
+		name string
+		lim  func(c *clocktest.Clock) ratelimit.Acquirer
+		want pool.Stats
+	}{
+		{"Acquire", func(*clocktest.Clock) ratelimit.Acquirer { return panickyLimiter{} }, pool.Stats{Submitted: 3, Failed: 1, Skipped: 2}},
+		{"TryAcquire", func(c *clocktest.Clock) ratelimit.Acquirer {
+			return panickyTry{ratelimit.New(10, time.Second, ratelimit.WithClock(c))}
+		}, pool.Stats{Submitted: 3, Skipped: 3}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+				p, _ := pool.New(context.Background(), tt.lim(c), pool.Workers(2))
+				var ran atomic.Int64
+				for range 3 {
+					p.Go(func(context.Context) error { ran.Add(1); return nil })
+				}
+				v, _ := waitPanic(p.Wait)
+				if pe, ok := v.(*pool.PanicError); !ok || pe.Value != "limiter broke" {
+					t.Errorf("Wait panicked with %v, want a *pool.PanicError with the limiter's value", v)
+				}
+				if ran.Load() != 0 {
+					t.Errorf("%d tasks ran", ran.Load())
+				}
+				if got := p.Stats(); got != tt.want {
+					t.Errorf("Stats() = %+v, want %+v", got, tt.want)
+				}
+				c.Settle()
+				checkNoLeaks(t)
+			})
+		})
+	}
 }
 
 // TestGoexit checks that a task that calls runtime.Goexit counts as failed

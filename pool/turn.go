@@ -7,11 +7,13 @@ import "sync/atomic"
 // particular order, and a limiter can only be fair to the order it is
 // called in.
 //
-// Each such task takes a ticket when it is submitted, after it has got a
-// worker, and calls Acquire once every earlier ticket has been served. Only
-// tasks holding a worker hold tickets, so at most workers tickets are
-// outstanding, and a ring of that many slots can hold one parked goroutine
-// per ticket without two tickets ever sharing a slot.
+// Each task takes a ticket when it is submitted, just before errgroup gives
+// it a worker. The holder of the ticket whose turn has come reaches the
+// limiter and then passes the turn: the submitter, for a task it admits at
+// once, or else the task's goroutine. Tickets are held by tasks holding a
+// worker and by the one submitter that may be waiting for a worker, so at
+// most workers+1 are outstanding, and a ring of that many slots can hold
+// one parked goroutine per ticket without two tickets ever sharing a slot.
 type turnstile struct {
 	issued atomic.Uint64 // tickets handed out
 	served atomic.Uint64 // tickets whose turn has come and gone
@@ -24,20 +26,23 @@ type turnWaiter struct {
 	ch     chan struct{}
 }
 
-func newTurnstile(workers int) turnstile {
-	return turnstile{ring: make([]atomic.Pointer[turnWaiter], workers)}
+// newTurnstile returns a turnstile for at most n outstanding tickets.
+func newTurnstile(n int) turnstile {
+	return turnstile{ring: make([]atomic.Pointer[turnWaiter], n)}
 }
 
-// idle reports whether every ticket handed out has been served, so that a
-// task submitted now would have no one ahead of it. Reading served first
-// makes a true result exact for a single submitter.
-func (ts *turnstile) idle() bool {
-	s := ts.served.Load()
-	return s == ts.issued.Load()
-}
-
-// take hands out the next ticket. The caller must hold a worker.
+// take hands out the next ticket. Callers take tickets one at a time, and
+// each must then get a worker or give the ticket back with untake.
 func (ts *turnstile) take() uint64 { return ts.issued.Add(1) - 1 }
+
+// untake gives back the ticket just taken, before anyone has seen it.
+func (ts *turnstile) untake() { ts.issued.Add(^uint64(0)) }
+
+// head reports whether ticket t's turn has come.
+func (ts *turnstile) head(t uint64) bool { return ts.served.Load() == t }
+
+// passed reports whether ticket t's turn has come and gone.
+func (ts *turnstile) passed(t uint64) bool { return ts.served.Load() > t }
 
 // wait blocks until ticket t's turn has come.
 //
@@ -69,3 +74,7 @@ func (ts *turnstile) pass(t uint64) {
 		w.ch <- struct{}{}
 	}
 }
+
+// passLast ends the turn of t, the last ticket handed out: no goroutine can
+// be parked for the next, which no one holds yet.
+func (ts *turnstile) passLast(t uint64) { ts.served.Store(t + 1) }

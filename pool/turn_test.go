@@ -8,19 +8,20 @@ import (
 )
 
 // TestTurnstileOrder hands out tickets in order to goroutines that start
-// in a shuffled order, as a pool's goroutines may, with workers tickets
+// in a shuffled order, as a pool's goroutines may, each ticket taken before
+// waiting for one of workers slots as the pool does, so that workers+1 are
 // outstanding at most, and checks that their turns come in ticket order.
 func TestTurnstileOrder(t *testing.T) {
 	for _, workers := range []int{1, 2, 3, 8} {
-		ts := newTurnstile(workers)
+		ts := newTurnstile(workers + 1)
 		sem := make(chan struct{}, workers)
 		var mu sync.Mutex
 		var order []uint64
 		var wg sync.WaitGroup
 		const n = 5000
 		for range n {
-			sem <- struct{}{}
 			tk := ts.take()
+			sem <- struct{}{}
 			wg.Go(func() {
 				for range rand.IntN(3) {
 					runtime.Gosched()
@@ -39,7 +40,7 @@ func TestTurnstileOrder(t *testing.T) {
 				t.Fatalf("workers %d: turn %d went to ticket %d", workers, i, tk)
 			}
 		}
-		if !ts.idle() {
+		if !ts.head(n) {
 			t.Errorf("workers %d: turnstile not idle after every ticket was served", workers)
 		}
 		for i := range ts.ring {
