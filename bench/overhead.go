@@ -65,6 +65,22 @@ func benchSeqThrottled(b *testing.B) {
 func overheads(w io.Writer, sz sizes) error {
 	fmt.Fprintln(w, "4. pool and throttle, with a limiter that never binds: the cost of the package itself")
 	fmt.Fprintln(w)
+	t := newTable("", "drip pool", "errgroup SetLimit(8) + x/time/rate Wait", "conc pool(8) + x/time/rate Wait")
+	perTask := make([]float64, len(poolRunners))
+	live := make([]float64, len(poolRunners))
+	for i, r := range poolRunners {
+		perTask[i] = medianNs(func(b *testing.B) { r.run(b.N, noopTask) }, sz.rounds)
+		var peak heapPeak
+		runtime.GC()
+		stop := sampleHeap(&peak)
+		r.run(sz.poolTasks, noopTask)
+		stop()
+		live[i] = float64(peak.live) / (1 << 10)
+	}
+	t.ratioRow("per task, 8 workers", perTask, func(v float64) string { return fmt.Sprintf("%.0f ns", v) })
+	t.ratioRow(fmt.Sprintf("peak live heap, %d tasks", sz.poolTasks), live, func(v float64) string { return fmt.Sprintf("%.0f KiB", v) })
+	t.print(w)
+	fmt.Fprintln(w)
 	bare := testing.Benchmark(benchSeqBare)
 	seq := testing.Benchmark(benchSeqThrottled)
 	perItem := func(r testing.BenchmarkResult) float64 { return float64(r.T.Nanoseconds()) / float64(max(r.N, 1)) }

@@ -24,16 +24,17 @@ type sizes struct {
 	rateFor      time.Duration // each achieved-rate run
 	latenessRuns int
 	dripScale    float64 // the Drip! tables run at 1/dripScale of the time
+	poolTasks    int     // tasks through a pool, for its peak heap
 }
 
 func (c config) sizes() sizes {
 	switch {
 	case c.smoke:
-		return sizes{"2000x", 1, 500, 500, 100 * time.Millisecond, 5, 60}
+		return sizes{"2000x", 1, 500, 500, 100 * time.Millisecond, 5, 60, 10_000}
 	case c.long:
-		return sizes{"1s", 5, 50_000, 100_000, 10 * time.Second, 500, 6}
+		return sizes{"1s", 5, 50_000, 100_000, 10 * time.Second, 500, 6, 1_000_000}
 	}
-	return sizes{"200ms", 1, 50_000, 100_000, 2 * time.Second, 50, 6}
+	return sizes{"200ms", 1, 50_000, 100_000, 2 * time.Second, 50, 6, 1_000_000}
 }
 
 // The configuration of the achieved-rate runs: 10,000 a second in bursts of

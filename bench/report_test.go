@@ -22,7 +22,7 @@ func TestReportSmoke(t *testing.T) {
 	for _, want := range []string{
 		"9:   Drip! 12.00", "4:   Drip!  6.00",
 		"non-blocking check, parallel", "heap per blocked waiter", "cancel 500 blocked waiters",
-		"achieved rate, 100 goroutine(s)", "wake-up lateness", "juju/ratelimit      admitted after",
+		"achieved rate, 100 goroutine(s)", "wake-up lateness", "juju/ratelimit      admitted after", "per task, 8 workers", "throttle.Seq, per item",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the report has no %q:\n%s", want, out.String())
