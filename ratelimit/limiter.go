@@ -29,12 +29,17 @@ var _ Acquirer = (*Limiter)(nil)
 // a timer only while callers are waiting, so a Limiter nobody uses costs
 // nothing and needs no Close.
 type Limiter struct {
-	// state is the bucket: when it will be empty, in nanoseconds since
-	// params.epoch, with flag bits (see the state word constants). The fast
-	// paths read and move it with one compare-and-swap.
-	state  atomic.Uint64
 	params atomic.Pointer[params]
 	clock  clock.Clock
+	_      [cacheLine - 24]byte
+
+	// state is the bucket: when it will be empty, in nanoseconds since
+	// params.epoch, with flag bits (see the state word constants). The fast
+	// paths read and move it with one compare-and-swap. It has a cache line
+	// of its own, so that the compare-and-swaps of other cores do not evict
+	// params and clock, which every call reads.
+	state atomic.Uint64
+	_     [cacheLine - 8]byte
 
 	// mu guards q and the timer fields; its holder freezes state.
 	mu      sync.Mutex
@@ -43,6 +48,8 @@ type Limiter struct {
 	armed   bool      // timer is set to fire at timerAt
 	timerAt time.Time // when the front waiter becomes due
 }
+
+const cacheLine = 64
 
 // The state word: bit 0 says the word is frozen by the holder of mu, who
 // may change it with plain stores (fast paths must take mu instead); bit 1
@@ -180,12 +187,21 @@ const (
 // take is set. It returns an error only for an amount no bucket of this
 // capacity admits.
 //
-// It reads the clock once: if the compare-and-swap loses to another caller,
-// the time read is a little old by the retry, which can only make the bucket
-// look fuller than it is, never emptier.
+// It reads the params and the clock before the state word, so that as
+// little time as possible passes between reading the word and swapping it,
+// and it keeps that time if the compare-and-swap loses to another caller:
+// the time read is a little old by the retry, which can only make the
+// bucket look fuller than it is, never emptier.
 func (l *Limiter) attempt(amount float64, take bool) (int, error) {
-	var p *params
-	var now int64
+	p := l.params.Load()
+	if err := checkAmount(amount, p.maxRate); err != nil {
+		return refused, err
+	}
+	now, ok := p.sinceEpoch(l.clock)
+	if !ok {
+		return locked, nil
+	}
+	cost := p.cost(amount)
 	for {
 		w := l.state.Load()
 		if w&waitingBit != 0 {
@@ -194,21 +210,10 @@ func (l *Limiter) attempt(amount float64, take bool) (int, error) {
 		if w&frozenBit != 0 {
 			return locked, nil
 		}
-		if p == nil || genOf(w) != p.gen {
-			p = l.params.Load()
-			if genOf(w) != p.gen {
-				p = nil
-				continue // SetRate published p after we read w
-			}
-			if err := checkAmount(amount, p.maxRate); err != nil {
-				return refused, err
-			}
-			var ok bool
-			if now, ok = p.sinceEpoch(l.clock); !ok {
-				return locked, nil
-			}
+		if genOf(w) != p.gen {
+			return locked, nil // SetRate is publishing new params: let it finish
 		}
-		tat := max(tatOf(w), now) + p.cost(amount)
+		tat := max(tatOf(w), now) + cost
 		if tat-now > int64(p.period) {
 			return refused, nil
 		}
