@@ -76,6 +76,13 @@ func noopTask(context.Context) error {
 
 type heapPeak struct{ live, heap uint64 }
 
+// liveHeap returns the heap the last garbage collection found live.
+func liveHeap() uint64 {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	return sample[0].Value.Uint64()
+}
+
 // sampleHeap records the largest heap sizes seen in *peak until stop is
 // called.
 func sampleHeap(peak *heapPeak) (stop func()) {
