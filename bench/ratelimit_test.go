@@ -79,3 +79,42 @@ func BenchmarkAchievedRate(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkLateness reports how late, at the median, a waiter that must
+// wait 5 ms is admitted, beside a bare time.Timer (impl=timer).
+func BenchmarkLateness(b *testing.B) {
+	const d, runs = 5 * time.Millisecond, 50
+	b.Run("impl=timer", func(b *testing.B) {
+		var med time.Duration
+		for b.Loop() {
+			med, _ = timerLateness(d, runs)
+		}
+		b.ReportMetric(float64(med.Microseconds()), "µs-late")
+	})
+	for _, p := range peers {
+		b.Run("impl="+p.name, func(b *testing.B) {
+			var med time.Duration
+			for b.Loop() {
+				med, _ = lateness(p, d, runs)
+			}
+			b.ReportMetric(float64(med.Microseconds()), "µs-late")
+		})
+	}
+}
+
+// BenchmarkFairness reports how long a request for the whole burst of 10
+// waits at 100/s among 4 goroutines that take 1 unit at a time.
+func BenchmarkFairness(b *testing.B) {
+	for _, p := range peers {
+		if p.make(1, 1).waitN == nil {
+			continue
+		}
+		b.Run("impl="+p.name, func(b *testing.B) {
+			var d time.Duration
+			for b.Loop() {
+				d, _ = fairness(p, 100, 10, 4, 5*time.Second)
+			}
+			b.ReportMetric(float64(d.Milliseconds()), "ms-to-admission")
+		})
+	}
+}
