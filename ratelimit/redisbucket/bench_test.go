@@ -70,7 +70,7 @@ func BenchmarkTryAcquire(b *testing.B) {
 		for _, parallel := range []bool{false, true} {
 			for _, c := range contenders {
 				name := map[bool]string{false: "room", true: "full"}[full] + "/" +
-					map[bool]string{false: "serial", true: "parallel"}[parallel] + "/" + c.name
+					map[bool]string{false: "serial", true: "parallel"}[parallel] + "/impl=" + c.name
 				b.Run(name, func(b *testing.B) {
 					rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, PoolSize: 64})
 					defer rdb.Close()
