@@ -2,8 +2,6 @@ package pool_test
 
 import (
 	"context"
-	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,13 +15,7 @@ const ms = time.Millisecond
 // failing the test if the clock passes limit first.
 func advanceUntil(t *testing.T, c *clocktest.Clock, limit time.Duration, cond func() bool) {
 	t.Helper()
-	c.Settle()
-	for !cond() {
-		if c.Elapsed() >= limit {
-			t.Fatalf("condition still false at %v", c.Elapsed())
-		}
-		c.Advance(ms)
-	}
+	c.AdvanceUntil(t, limit, cond)
 }
 
 // reached returns a condition that holds once n reaches want.
@@ -32,20 +24,10 @@ func reached(n *atomic.Int64, want int64) func() bool {
 }
 
 // checkNoLeaks fails the test if a goroutine of the caller's synctest
-// bubble is still running pool code. The caller must have settled the
-// bubble, so that goroutines on their way out have ended. Goroutines from
-// outside the bubble are left out: those of tests on the real clock may
-// still be returning from their last deferred call.
+// bubble is still running pool code. The caller must have settled.
 func checkNoLeaks(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		header, _, _ := strings.Cut(g, "\n")
-		if strings.Contains(header, "synctest bubble") && strings.Contains(g, "github.com/dripgo/drip/pool.") {
-			t.Errorf("goroutine left behind:\n%s", g)
-		}
-	}
+	clocktest.CheckNoGoroutines(t, "github.com/dripgo/drip/pool")
 }
 
 // waitPanic calls wait and returns what it panicked with, or nil.

@@ -1,8 +1,6 @@
 package throttle_test
 
 import (
-	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,13 +18,7 @@ var dripSchedule = clocktest.Drips[0].Want
 // failing the test if that takes longer than limit.
 func advanceUntil(t *testing.T, c *clocktest.Clock, done *atomic.Int64, n int64, limit time.Duration) {
 	t.Helper()
-	c.Settle()
-	for done.Load() < n {
-		if c.Elapsed() >= limit {
-			t.Fatalf("at %v only %d of %d done", c.Elapsed(), done.Load(), n)
-		}
-		c.Advance(ms)
-	}
+	c.AdvanceUntil(t, limit, func() bool { return done.Load() >= n })
 }
 
 // sameDurations fails the test unless got equals want.
@@ -42,16 +34,10 @@ func sameDurations(t *testing.T, what string, got, want []time.Duration) {
 	}
 }
 
-// checkNoWorkers fails the test if any goroutine is running code of the
-// throttle package: after a wrapper's documented end, none may be. The
-// caller must have settled, and must not itself be inside the package.
+// checkNoWorkers fails the test if a goroutine of the caller's synctest
+// bubble is running code of the throttle package: after a wrapper's
+// documented end, none may be. The caller must have settled.
 func checkNoWorkers(t *testing.T) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
-	buf = buf[:runtime.Stack(buf, true)]
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "github.com/dripgo/drip/throttle.") {
-			t.Errorf("goroutine left behind:\n%s", g)
-		}
-	}
+	clocktest.CheckNoGoroutines(t, "github.com/dripgo/drip/throttle")
 }

@@ -11,6 +11,8 @@
 package clocktest
 
 import (
+	"runtime"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -62,3 +64,41 @@ func (c *Clock) AdvanceTo(t testing.TB, elapsed time.Duration) {
 
 // Elapsed returns how far the clock has moved since [Start].
 func (c *Clock) Elapsed() time.Duration { return c.Now().Sub(Start) }
+
+// AdvanceUntil advances the clock a millisecond at a time until cond holds,
+// failing the test if the clock passes limit first.
+func (c *Clock) AdvanceUntil(t testing.TB, limit time.Duration, cond func() bool) {
+	t.Helper()
+	c.Settle()
+	for !cond() {
+		if c.Elapsed() >= limit {
+			t.Fatalf("clocktest: condition still false at %v", c.Elapsed())
+		}
+		c.Advance(time.Millisecond)
+	}
+}
+
+// CheckNoGoroutines fails the test if a goroutine of the caller's synctest
+// bubble is running code of the package with import path pkg: after a
+// documented end (Wait returned, a loop broke, a channel closed), none may
+// be. Call it after Settle, so that goroutines on their way out have
+// ended. Goroutines outside the bubble are left out: those of tests on the
+// real clock may still be returning from their last deferred call.
+func CheckNoGoroutines(t testing.TB, pkg string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		header, _, _ := strings.Cut(g, "\n")
+		if strings.Contains(header, "synctest bubble") && strings.Contains(g, pkg+".") {
+			t.Errorf("goroutine left behind:\n%s", g)
+		}
+	}
+}
