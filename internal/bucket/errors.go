@@ -57,9 +57,11 @@ type DeadlineError struct {
 	Wait, Remaining time.Duration
 }
 
+// Error names the amount, the wait and the time left before the deadline.
 func (e *DeadlineError) Error() string {
 	return fmt.Sprintf("%s: acquire %v would wait %v, but the context deadline is in %v",
 		e.Pkg, e.Amount, e.Wait, e.Remaining)
 }
 
+// Unwrap returns context.DeadlineExceeded.
 func (e *DeadlineError) Unwrap() error { return context.DeadlineExceeded }
