@@ -1,35 +1,16 @@
-package redisbucket_test
+package redisbucket
 
 import (
 	"context"
+	"fmt"
+	"math/rand/v2"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/dripgo/drip/ratelimit/redisbucket"
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/redis/go-redis/v9"
 )
-
-// roundTrips counts the commands a client sends: each is a round trip.
-type roundTrips struct{ n atomic.Int64 }
-
-func (c *roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
-
-func (c *roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
-	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmd)
-	}
-}
-
-func (c *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
-		return next(ctx, cmds)
-	}
-}
 
 // BenchmarkTryAcquire compares TryAcquire with go-redis/redis_rate's Allow,
 // the same GCRA decision in one Lua script, on the same server: with room
@@ -48,9 +29,9 @@ func BenchmarkTryAcquire(b *testing.B) {
 	}
 	contenders := []contender{
 		{"redisbucket", func(rdb *redis.Client, key string, full bool) func() (bool, error) {
-			lim := redisbucket.New(rdb, key, 1e9, time.Second)
+			lim := New(rdb, key, 1e9, time.Second)
 			if full {
-				lim = redisbucket.New(rdb, key, 1, time.Hour)
+				lim = New(rdb, key, 1, time.Hour)
 			}
 			return func() (bool, error) { return lim.TryAcquire(ctx, 1) }
 		}},
@@ -74,9 +55,9 @@ func BenchmarkTryAcquire(b *testing.B) {
 				b.Run(name, func(b *testing.B) {
 					rdb := redis.NewClient(&redis.Options{Addr: addr, ContextTimeoutEnabled: true, PoolSize: 64})
 					defer rdb.Close()
-					var rt roundTrips
+					var rt counter
 					rdb.AddHook(&rt)
-					key := uniqueKey("{bench}")
+					key := fmt.Sprintf("drip:bench:{%x}", rand.Uint64())
 					defer rdb.Del(ctx, key, "rate:"+key)
 					call := c.setup(rdb, key, full)
 					if _, err := call(); err != nil { // loads the script, fills a full bucket
