@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/benbjohnson/clock"
-
-	"github.com/dripgo/drip/internal/bucket"
 )
 
 // An Acquirer admits work at a limited rate. Acquire blocks until amount
@@ -325,7 +323,7 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 	if deadline, ok := ctx.Deadline(); ok {
 		if remaining := deadline.Sub(p.epoch.Add(time.Duration(now))); float64(remaining) < due {
 			l.unlock()
-			return &bucket.DeadlineError{Pkg: "ratelimit", Amount: amount, Wait: durationOf(due), Remaining: remaining}
+			return &DeadlineError{Amount: amount, Wait: durationOf(due), Remaining: remaining}
 		}
 	}
 	done := ctx.Done()

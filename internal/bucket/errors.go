@@ -4,10 +4,8 @@
 package bucket
 
 import (
-	"context"
 	"fmt"
 	"math"
-	"time"
 )
 
 // Amounts checks the amounts a bucket is asked for, and names its package
@@ -47,21 +45,3 @@ func (a Amounts) Check(amount, capacity float64) error {
 	}
 	return nil
 }
-
-// DeadlineError reports that a context's deadline falls before the time at
-// which a bucket could admit the caller. It unwraps to
-// context.DeadlineExceeded, so errors.Is finds it.
-type DeadlineError struct {
-	Pkg             string
-	Amount          float64
-	Wait, Remaining time.Duration
-}
-
-// Error names the amount, the wait and the time left before the deadline.
-func (e *DeadlineError) Error() string {
-	return fmt.Sprintf("%s: acquire %v would wait %v, but the context deadline is in %v",
-		e.Pkg, e.Amount, e.Wait, e.Remaining)
-}
-
-// Unwrap returns context.DeadlineExceeded.
-func (e *DeadlineError) Unwrap() error { return context.DeadlineExceeded }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/benbjohnson/clock"
-	"github.com/dripgo/drip/internal/bucket"
 	"github.com/dripgo/drip/ratelimit"
 	"github.com/redis/go-redis/v9"
 )
@@ -259,7 +258,7 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	l.fb.succeeded()
 	wait := time.Duration(r.wait)
 	if !r.ok {
-		return &bucket.DeadlineError{Pkg: "redisbucket", Amount: amount, Wait: wait, Remaining: remaining}
+		return fmt.Errorf("redisbucket: key %q: %w", l.key, &ratelimit.DeadlineError{Amount: amount, Wait: wait, Remaining: remaining})
 	}
 	if wait <= 0 {
 		return nil
@@ -269,7 +268,7 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	// early. If that passes the deadline, the reservation goes back.
 	if hasDeadline && l.clock.Now().Add(wait).After(deadline) {
 		l.giveBack(ctx, p, cost, r.token)
-		return &bucket.DeadlineError{Pkg: "redisbucket", Amount: amount, Wait: wait, Remaining: remaining}
+		return fmt.Errorf("redisbucket: key %q: %w", l.key, &ratelimit.DeadlineError{Amount: amount, Wait: wait, Remaining: remaining})
 	}
 	return l.sleep(ctx, p, amount, cost, wait, r.token)
 }
