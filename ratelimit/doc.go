@@ -8,7 +8,11 @@
 // continuously at MaxRate units per Period. An acquisition of amount units is
 // admitted when level+amount <= MaxRate, and then adds amount to the level.
 // A new limiter is empty, so the first MaxRate units pass at once (the
-// burst); after that, units pass at the steady rate MaxRate/Period.
+// burst); after that, units pass at the steady rate MaxRate/Period. So in
+// any window of time of length t, a limiter admits at most
+// MaxRate + MaxRate*t/Period units: New(20, time.Second) may admit 30 in
+// half a second (the burst of 20, and the 10 that drain meanwhile), but
+// never 31. That bound is exact: no rounding lets more through.
 //
 // For example, New(4, 8*time.Second) leaks one unit every 2 seconds. Ten
 // callers that arrive 10 ms apart are admitted at
@@ -43,18 +47,39 @@
 //     HasCapacity report false, so no one jumps the queue.
 //   - Cancellation loses nothing: a waiter whose context ends takes no
 //     capacity, and those behind it move up as if it had never queued.
-//   - Deadlines fail fast: if a context's deadline falls before the time at
-//     which the caller would be admitted, Acquire returns at once with an
-//     error that unwraps to context.DeadlineExceeded.
+//   - Deadlines fail fast: if a context's deadline falls at or before the
+//     time at which the caller would be admitted (it would get its units
+//     with no time left to use them), Acquire returns at once with a
+//     *DeadlineError, which unwraps to context.DeadlineExceeded and says
+//     how long the wait would have been. A deadline after that time waits
+//     and is met, unless SetRate or Pause push the admission back.
 //   - Cost: a limiter with no waiters holds no goroutine and no timer; all
 //     waiters share one timer. The fast path (TryAcquire, and Acquire when no
 //     wait is needed) is one clock read and one compare-and-swap, with no
 //     allocation.
 //
-// Time is kept in nanoseconds: an acquisition is charged its cost rounded
-// down to the nanosecond, so a burst of MaxRate units always fits.
+// Time is kept in ticks of a fraction of a nanosecond (down to 1/1024 ns),
+// chosen for each rate so that a unit costs a whole number of ticks where
+// that is possible: then whole amounts cost exactly their share of the
+// period, and a burst of MaxRate units fits exactly (New(3, time.Second)
+// charges a third of a second a unit). Any cost that is not a whole number
+// of ticks is rounded up, and the clock's reading down, so a limiter may
+// admit a tick later than the exact model, never earlier. New refuses
+// rates it cannot count that way (a unit of no finite time, or of less
+// than 1/1024 ns that is no whole number of ticks).
+//
+// # Clocks and tests
 //
 // The limiter reads time only through the clock.Clock it is given
 // (WithClock), from New on, so tests can drive it with a mocked clock, or
-// run it inside a testing/synctest bubble with the default clock.
+// run it inside a testing/synctest bubble with the default clock. A
+// limiter may be made anywhere, for example at package level, and used in
+// any bubble, or in several bubbles in turn: the limiter keeps no timer
+// while no one waits, and the one it makes for waiters belongs to the
+// bubble they wait in.
+//
+// If the clock moves backwards (a bubble starts at its own time, or a
+// clock.Mock is set to an earlier time), the limiter may get stricter,
+// never looser: it keeps the bucket as it last saw it, and drains it from
+// the new time on, so the units taken before the move still count.
 package ratelimit

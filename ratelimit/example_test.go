@@ -123,12 +123,15 @@ func ExampleLimiter_Acquire_deadline() {
 func ExampleLimiter_Pause() {
 	mock := clock.NewMock()
 	limiter := ratelimit.New(10, time.Second, ratelimit.WithClock(mock))
-	limiter.Pause(30 * time.Second)
-	mock.Add(30 * time.Second)
-	fmt.Println(limiter.TryAcquire(1))
+	limiter.Pause(30 * time.Second) // a server said Retry-After: 30
+	mock.Add(30*time.Second - time.Millisecond)
+	fmt.Println(limiter.TryAcquire(0.1))
+	mock.Add(time.Millisecond)
+	fmt.Println(limiter.TryAcquire(1), limiter.TryAcquire(1))
 	mock.Add(100 * time.Millisecond)
 	fmt.Println(limiter.TryAcquire(1), limiter.TryAcquire(1))
 	// Output:
 	// false
+	// true false
 	// true false
 }

@@ -26,9 +26,9 @@ func TestNoTimerOrRingLeftBehind(t *testing.T) {
 		}
 		cancel()
 		wg.Wait()
-		if l.armed || l.q.live != 0 || l.q.buf != nil || l.state.Load()&(waitingBit|frozenBit) != 0 {
+		if l.armed || l.q.live != 0 || l.q.buf != nil || l.cur.Load().state.Load()&(waitingBit|frozenBit) != 0 {
 			t.Fatalf("after cancelling all: armed %v, %d queued, ring %d, state %b",
-				l.armed, l.q.live, len(l.q.buf), l.state.Load()&3)
+				l.armed, l.q.live, len(l.q.buf), l.cur.Load().state.Load()&3)
 		}
 
 		w := make(chan error)

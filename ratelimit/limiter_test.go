@@ -125,8 +125,8 @@ func TestZeroAmount(t *testing.T) {
 		if err := lim.Acquire(cctx, 0); !errors.Is(err, context.Canceled) {
 			t.Fatalf("Acquire(0) with a cancelled context = %v, want context.Canceled", err)
 		}
-		c.AdvanceTo(t, time.Hour+time.Second)
-		admittedAt(t, w, "waiter", time.Hour+time.Second)
+		c.AdvanceTo(t, time.Hour)
+		admittedAt(t, w, "waiter", time.Hour)
 	})
 }
 
@@ -299,17 +299,22 @@ func TestDeadlineFailsFast(t *testing.T) {
 			t.Fatalf("a failed deadline changed the limiter: %d waiting, level %v", lim.Waiting(), lim.Level())
 		}
 
-		// A deadline exactly at the due time is met.
+		// A deadline exactly at the due time cannot be met either: the
+		// caller would get its unit with no time left to use it.
 		ectx, cancel2 := c.WithTimeout(ctx, 2*time.Second)
 		defer cancel2()
-		exact := goAcquire(ectx, c, lim, 1)
+		if err := lim.Acquire(ectx, 1); !errors.Is(err, context.DeadlineExceeded) || c.Elapsed() != 0 {
+			t.Fatalf("Acquire with the deadline at the due time = %v at %v, want an immediate failure", err, c.Elapsed())
+		}
+		// A nanosecond later can.
+		lctx, cancel3 := c.WithTimeout(ctx, 2*time.Second+1)
+		defer cancel3()
+		later := goAcquire(lctx, c, lim, 1)
 		c.AdvanceTo(t, time.Second)
 		admittedAt(t, first, "first", time.Second)
-		pending(t, exact, "caller with the exact deadline")
+		pending(t, later, "caller with a deadline just after the due time")
 		c.AdvanceTo(t, 2*time.Second)
-		if r := returned(t, exact, "caller with the exact deadline"); r.at != 2*time.Second {
-			t.Fatalf("caller with the exact deadline returned %v at %v", r.err, r.at)
-		}
+		admittedAt(t, later, "caller with a deadline just after the due time", 2*time.Second)
 	})
 }
 
@@ -361,14 +366,14 @@ func TestSetRateLowersCapacity(t *testing.T) {
 	})
 }
 
-// The example: New(10, 1s), Pause(5s), three callers: admitted at
-// 5.1, 5.2 and 5.3 s, with no burst after the pause.
+// New(10, 1s), Pause(5s), three callers: admitted at 5.0, 5.1 and 5.2 s,
+// with no burst after the pause.
 func TestPause(t *testing.T) {
 	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 		lim := ratelimit.New(10, time.Second, ratelimit.WithClock(c))
 		lim.Pause(5 * time.Second)
-		if got := lim.Level(); !near(got, 60) {
-			t.Fatalf("level after Pause(5s) = %v, want 10 + 5*10", got)
+		if got := lim.Level(); !near(got, 59) {
+			t.Fatalf("level after Pause(5s) = %v, want 9 + 5*10: one unit fits at 5 s", got)
 		}
 		ctx := context.Background()
 		var ws []<-chan result
@@ -377,10 +382,10 @@ func TestPause(t *testing.T) {
 		}
 		lim.Pause(time.Second) // shorter than what remains: changes nothing
 		lim.Pause(-time.Second)
-		c.AdvanceTo(t, 5100*ms-1)
+		c.AdvanceTo(t, 5000*ms-1)
 		pending(t, ws[0], "first caller")
 		for i, w := range ws {
-			at := 5100*ms + time.Duration(i)*100*ms
+			at := 5000*ms + time.Duration(i)*100*ms
 			c.AdvanceTo(t, at)
 			admittedAt(t, w, "caller", at)
 		}

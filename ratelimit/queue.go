@@ -1,5 +1,7 @@
 package ratelimit
 
+import "math/bits"
+
 // queue is the FIFO of blocked Acquire calls. It is a ring of slots in which
 // every waiter keeps its place, numbered by a sequence number, so that a
 // cancelled waiter is found in O(1) and leaves a tombstone there, and a
@@ -8,11 +10,12 @@ package ratelimit
 // The queue is guarded by Limiter.mu.
 type queue struct {
 	buf     []slot
-	head    int     // index in buf of the slot numbered headSeq
-	n       int     // slots in use, tombstones included
-	headSeq uint64  // sequence number of the front slot
-	live    int     // waiters still waiting
-	sum     float64 // sum of the live waiters' amounts
+	head    int    // index in buf of the slot numbered headSeq
+	n       int    // slots in use, tombstones included
+	headSeq uint64 // sequence number of the front slot
+	live    int    // waiters still waiting
+	costHi  uint64 // the sum of the live waiters' costs, in ticks,
+	costLo  uint64 // as a 128-bit number: it cannot overflow
 }
 
 type slot struct {
@@ -20,6 +23,7 @@ type slot struct {
 	// A nil ch marks a tombstone: the waiter left.
 	ch     chan error
 	amount float64
+	cost   int64           // the ticks amount takes at the current rate
 	done   <-chan struct{} // the waiter's ctx.Done(), nil if it has none
 	w      *watcher        // the watcher of its context, if it shares one
 }
@@ -31,17 +35,31 @@ func (q *queue) empty() bool { return q.live == 0 }
 
 // push appends a waiter and returns its sequence number and the channel on
 // which it will get its result.
-func (q *queue) push(amount float64, done <-chan struct{}) (uint64, chan error) {
+func (q *queue) push(amount float64, cost int64, done <-chan struct{}) (uint64, chan error) {
 	if q.n == len(q.buf) {
 		q.grow()
 	}
 	ch := make(chan error, 1)
-	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, done: done}
+	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, cost: cost, done: done}
 	seq := q.headSeq + uint64(q.n)
 	q.n++
 	q.live++
-	q.sum += amount
+	q.addCost(cost)
 	return seq, ch
+}
+
+func (q *queue) addCost(c int64) {
+	var carry uint64
+	q.costLo, carry = bits.Add64(q.costLo, uint64(c), 0)
+	q.costHi += carry
+}
+
+// queuedCost returns the sum of the live waiters' costs, at most 2^62.
+func (q *queue) queuedCost() int64 {
+	if q.costHi != 0 || q.costLo > 1<<62 {
+		return 1 << 62
+	}
+	return int64(q.costLo)
 }
 
 func (q *queue) grow() {
@@ -91,7 +109,9 @@ func (q *queue) leave(s *slot, err error) {
 	s.ch <- err
 	s.ch, s.done, s.w = nil, nil, nil
 	q.live--
-	q.sum -= s.amount
+	var borrow uint64
+	q.costLo, borrow = bits.Sub64(q.costLo, uint64(s.cost), 0)
+	q.costHi -= borrow
 	if q.live == 0 {
 		q.reset()
 	}
@@ -108,12 +128,12 @@ func (q *queue) drop() {
 	q.n--
 }
 
-// reset empties a queue left with tombstones only, so that rounding in sum
-// does not build up and a ring grown by a crowd of waiters is given back.
+// reset empties a queue left with tombstones only, so that a ring grown by
+// a crowd of waiters is given back.
 func (q *queue) reset() {
 	q.headSeq += uint64(q.n)
 	clear(q.buf)
-	q.n, q.head, q.sum = 0, 0, 0
+	q.n, q.head, q.costHi, q.costLo = 0, 0, 0, 0
 	if len(q.buf) > minShrink {
 		q.buf = nil
 	}
