@@ -26,7 +26,10 @@ func newConfig(opts []Option) config {
 // Workers sets how many tasks may hold a worker at once: the tasks running
 // plus those waiting for the limiter. The default is runtime.GOMAXPROCS(0),
 // which suits CPU-bound tasks; tasks that wait on the network want more.
-// Workers panics if n < 1, since a pool with no worker would block forever.
+// A worker costs nothing until a task holds it, so a large n (up to
+// math.MaxInt, for no bound but the limiter's) costs memory only for the
+// tasks actually held. Workers panics if n < 1, since a pool with no worker
+// would block forever.
 func Workers(n int) Option {
 	if n < 1 {
 		panic(fmt.Sprintf("pool: Workers(%d): a pool needs at least 1 worker", n))

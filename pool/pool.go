@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -131,8 +132,9 @@ func New(ctx context.Context, lim ratelimit.Acquirer, opts ...Option) (*Pool, co
 		cancel:     cancel,
 		submitting: newSubmitLock(),
 		// One ticket more than the workers: the one a submitter holds
-		// while g.Go waits for a worker.
-		turns: newTurnstile(cfg.workers + 1),
+		// while g.Go waits for a worker (without overflowing for
+		// Workers(math.MaxInt), which no pool can fill anyway).
+		turns: newTurnstile(min(cfg.workers, math.MaxInt-1) + 1),
 	}
 	p.decision = sync.NewCond(&p.decideMu)
 	p.try, _ = lim.(tryAcquirer)

@@ -25,7 +25,9 @@
 //     the values once admitted, with a function that tells why it closed.
 //   - [NewTransport] wraps an [net/http.RoundTripper]: each request waits for
 //     its cost, and a 429 or 503 response with Retry-After pauses the limiter
-//     so that every goroutine sharing it backs off together.
+//     so that every goroutine sharing it backs off together (every process,
+//     for a limiter kept in Redis). It pauses limiters that have a Pause
+//     method ([Pauser] or [ContextPauser]); see [Transport].
 //   - [Throttled.Wait] is that one step on its own, for code of another shape.
 //
 // Wrappers made from the same limiter share it: a Func, a Seq and a

@@ -127,3 +127,17 @@ func ExampleNewTransport() {
 	// deadline exceeded: true
 	// requests served: 1
 }
+
+// A Transport pauses its limiter on Retry-After only if the limiter has a
+// Pause method; CanPause tells, for example to warn at start-up.
+func ExampleTransport_CanPause() {
+	lim := ratelimit.New(10, time.Second)
+	fmt.Println(throttle.NewTransport(throttle.New[*http.Request](lim), nil).CanPause())
+
+	// A wrapper that has only Acquire hides the Limiter's Pause.
+	var acq ratelimit.Acquirer = struct{ ratelimit.Acquirer }{lim}
+	fmt.Println(throttle.NewTransport(throttle.New[*http.Request](acq), nil).CanPause())
+	// Output:
+	// true
+	// false
+}

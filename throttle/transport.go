@@ -1,6 +1,8 @@
 package throttle
 
 import (
+	"context"
+	"log"
 	"math"
 	"net/http"
 	"strconv"
@@ -8,6 +10,8 @@ import (
 	"time"
 
 	"github.com/benbjohnson/clock"
+
+	"github.com/dripgo/drip/ratelimit"
 )
 
 // A Transport is an [http.RoundTripper] that acquires each request's cost
@@ -16,14 +20,45 @@ import (
 //
 // On a 429 (Too Many Requests) or 503 (Service Unavailable) response with a
 // valid Retry-After header, the Transport pauses the limiter for that long,
-// if the limiter has a Pause(time.Duration) method, as [ratelimit.Limiter]
-// does: the requests already waiting, and those that come later from any
-// goroutine, are admitted no sooner than the server asked. A limiter
-// without Pause is left alone. Retry-After is read as delay-seconds
-// ("120") or as an HTTP date; a date is measured from the response's Date
-// header when it has one, since both then come from the server's clock and
-// any skew between the server's clock and ours cancels out, and otherwise
-// from the time now on the Transport's clock (see [WithClock]).
+// before RoundTrip returns the response. It can pause a limiter with either
+// of two Pause methods:
+//
+//   - Pause(time.Duration), a [Pauser], as [ratelimit.Limiter] has;
+//   - Pause(context.Context, time.Duration) error, a [ContextPauser], as
+//     the Redis-backed [github.com/dripgo/drip/ratelimit/redisbucket.Limiter]
+//     has, which pauses every process that shares its bucket. The
+//     Transport calls it with the request's context, so RoundTrip waits
+//     for the pause no longer than the request may take (redisbucket
+//     bounds its round trip by its own timeout too). If Pause returns an
+//     error (Redis unreachable, or the request's context ended), the
+//     limiter may not be paused: the response still goes back to the
+//     caller unchanged, and the error goes to the handler given with
+//     [WithPauseErrorHandler], or else is logged through the log package's
+//     standard logger, as [http.Server] logs its errors.
+//
+// A limiter with neither method, or one hidden behind a type that does not
+// have it, is not paused: the Transport then still acquires each request's
+// cost, but a Retry-After changes nothing. [Transport.CanPause] reports
+// which is the case.
+//
+// Once paused, the limiter admits nothing until the pause ends: the
+// requests already waiting, and those that come later from any goroutine
+// sharing the limiter, are sent no sooner than the server asked. A
+// [ratelimit.Limiter] then admits the next request as soon as the pause
+// ends, unless its own rate holds it back longer, and the others at its
+// steady rate, with no burst. On ratelimit.New(10, time.Second), a
+// Retry-After of 5 seconds sends the requests waiting 5.0, 5.1, 5.2
+// seconds (and so on) after the response came. Pausing never lowers the
+// limiter's level, and the request that drew the 429 took its cost: on
+// ratelimit.New(1, time.Minute), a Retry-After of 90 seconds sends the next
+// request 90 seconds after the first and the one after a minute later, but
+// one of 2 seconds changes nothing, since the limiter waits a minute anyway.
+//
+// Retry-After is read as delay-seconds ("120") or as an HTTP date; a date
+// is measured from the response's Date header when it has one, since both
+// then come from the server's clock and any skew between the server's
+// clock and ours cancels out, and otherwise from the time now on the
+// Transport's clock (see [WithClock]).
 //
 // The Transport never retries (a request may not be safe to send twice)
 // and never reads or changes a response: the caller gets exactly what the
@@ -38,16 +73,33 @@ import (
 //
 // A Transport is safe for concurrent use if its base RoundTripper is.
 type Transport struct {
-	th     *Throttled[*http.Request]
-	base   http.RoundTripper
-	pauser pauser // nil if th's limiter cannot pause
-	clock  clock.Clock
+	th      *Throttled[*http.Request]
+	base    http.RoundTripper
+	pause   func(ctx context.Context, d time.Duration) error // nil if th's limiter cannot pause
+	onError func(req *http.Request, d time.Duration, err error)
+	clock   clock.Clock
 }
 
-// pauser is the part of [ratelimit.Limiter] that makes everyone wait.
-type pauser interface {
+// A Pauser is a limiter that can admit nothing for a while, as
+// [ratelimit.Limiter] can: a [Transport] pauses one when a server answers
+// with Retry-After.
+type Pauser interface {
+	// Pause admits nothing for d. Pause with d <= 0 does nothing.
 	Pause(d time.Duration)
 }
+
+// A ContextPauser is a limiter whose Pause can fail, because it reaches
+// another system, as the Redis-backed
+// [github.com/dripgo/drip/ratelimit/redisbucket.Limiter] does: a
+// [Transport] pauses one when a server answers with Retry-After.
+type ContextPauser interface {
+	// Pause admits nothing for d, or returns why it could not pause. It
+	// should return soon after ctx ends, if not before. Pause with d <= 0
+	// does nothing.
+	Pause(ctx context.Context, d time.Duration) error
+}
+
+var _ Pauser = (*ratelimit.Limiter)(nil)
 
 // A TransportOption configures a [Transport] in [NewTransport].
 type TransportOption func(*Transport)
@@ -59,6 +111,16 @@ type TransportOption func(*Transport)
 // the wait. A nil c means the real clock, which is also the default.
 func WithClock(c clock.Clock) TransportOption {
 	return func(t *Transport) { t.clock = c }
+}
+
+// WithPauseErrorHandler makes the Transport call f when its limiter, a
+// [ContextPauser], fails to pause: req is the request whose response asked
+// for the pause, d the pause asked for, and err what Pause returned. f is
+// called before RoundTrip returns the response, on its goroutine. A nil f
+// means the default: log the error through the log package's standard
+// logger.
+func WithPauseErrorHandler(f func(req *http.Request, d time.Duration, err error)) TransportOption {
+	return func(t *Transport) { t.onError = f }
 }
 
 // NewTransport returns a Transport that admits requests through th, at the
@@ -73,7 +135,12 @@ func NewTransport(th *Throttled[*http.Request], base http.RoundTripper, opts ...
 		base = http.DefaultTransport
 	}
 	t := &Transport{th: th, base: base}
-	t.pauser, _ = th.lim.(pauser)
+	switch p := th.lim.(type) {
+	case Pauser:
+		t.pause = func(_ context.Context, d time.Duration) error { p.Pause(d); return nil }
+	case ContextPauser:
+		t.pause = p.Pause
+	}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(t)
@@ -82,8 +149,17 @@ func NewTransport(th *Throttled[*http.Request], base http.RoundTripper, opts ...
 	if t.clock == nil {
 		t.clock = clock.New()
 	}
+	if t.onError == nil {
+		t.onError = logPauseError
+	}
 	return t
 }
+
+// CanPause reports whether the Transport pauses its limiter on Retry-After:
+// whether the limiter is a [Pauser] or a [ContextPauser]. When it reports
+// false, the Transport still acquires each request's cost, but leaves the
+// limiter alone whatever the server answers.
+func (t *Transport) CanPause() bool { return t.pause != nil }
 
 // RoundTrip waits until the limiter admits req, then sends it with the base
 // RoundTripper and returns its response and error unchanged, pausing the
@@ -97,13 +173,21 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp, err := t.base.RoundTrip(req)
-	if err == nil && t.pauser != nil && resp != nil &&
+	if err == nil && t.pause != nil && resp != nil &&
 		(resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 		if d, ok := retryAfter(resp.Header, t.clock); ok && d > 0 {
-			t.pauser.Pause(d)
+			if perr := t.pause(req.Context(), d); perr != nil {
+				t.onError(req, d, perr)
+			}
 		}
 	}
 	return resp, err
+}
+
+// logPauseError is the default handler of a failed pause.
+func logPauseError(req *http.Request, d time.Duration, err error) {
+	log.Printf("throttle: Transport: %s %s asked to back off for %v, but the limiter did not pause: %v",
+		req.Method, req.URL.Redacted(), d, err)
 }
 
 // CloseIdleConnections closes the idle connections of the base RoundTripper,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -33,6 +34,27 @@ func (a *pausingAcquirer) Acquire(_ context.Context, amount float64) error {
 }
 
 func (a *pausingAcquirer) Pause(d time.Duration) { a.pauses = append(a.pauses, d) }
+
+// ctxPausingAcquirer admits everything at once and records the pauses it
+// is asked for, with the context each came with, as a limiter whose Pause
+// makes a round trip does. It returns err from Pause, and records nothing
+// then.
+type ctxPausingAcquirer struct {
+	pauses []time.Duration
+	ctxs   []context.Context
+	err    error
+}
+
+func (a *ctxPausingAcquirer) Acquire(context.Context, float64) error { return nil }
+
+func (a *ctxPausingAcquirer) Pause(ctx context.Context, d time.Duration) error {
+	if a.err != nil {
+		return a.err
+	}
+	a.pauses = append(a.pauses, d)
+	a.ctxs = append(a.ctxs, ctx)
+	return nil
+}
 
 // plainAcquirer admits everything and cannot pause.
 type plainAcquirer struct{ n int }
@@ -94,34 +116,56 @@ func TestTransportRetryAfter(t *testing.T) {
 		{"500 ignored", 500, map[string]string{"Retry-After": "5"}, nil},
 		{"301 ignored", 301, map[string]string{"Retry-After": "5"}, nil},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			clk := clock.NewMock()
-			clk.Set(now)
-			acq := &pausingAcquirer{}
-			h := http.Header{}
-			for k, v := range tt.header {
-				h.Set(k, v)
-			}
-			base := &canned{status: tt.status, header: h}
-			tr := throttle.NewTransport(throttle.New[*http.Request](acq), base, throttle.WithClock(clk))
-			req := httptest.NewRequest("GET", "http://example.com/", nil)
-			resp, err := tr.RoundTrip(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if resp != base.last {
-				t.Error("the response is not the one the base returned")
-			}
-			if len(acq.pauses) != len(tt.want) {
-				t.Fatalf("pauses %v, want %v", acq.pauses, tt.want)
-			}
-			for i := range tt.want {
-				if acq.pauses[i] != tt.want[i] {
-					t.Errorf("pause %v, want %v", acq.pauses[i], tt.want[i])
+	// Both kinds of limiter the Transport can pause: Pause(d), and
+	// Pause(ctx, d) error, which gets the request's context.
+	type ctxKey struct{}
+	for _, kind := range []string{"Pause(d)", "Pause(ctx, d)"} {
+		for _, tt := range tests {
+			t.Run(kind+"/"+tt.name, func(t *testing.T) {
+				clk := clock.NewMock()
+				clk.Set(now)
+				var acq ratelimit.Acquirer
+				var pauses func() []time.Duration
+				if kind == "Pause(d)" {
+					a := &pausingAcquirer{}
+					acq, pauses = a, func() []time.Duration { return a.pauses }
+				} else {
+					a := &ctxPausingAcquirer{}
+					acq, pauses = a, func() []time.Duration { return a.pauses }
+					defer func() {
+						for _, ctx := range a.ctxs {
+							if ctx.Value(ctxKey{}) != "request" {
+								t.Error("Pause did not get the request's context")
+							}
+						}
+					}()
 				}
-			}
-		})
+				h := http.Header{}
+				for k, v := range tt.header {
+					h.Set(k, v)
+				}
+				base := &canned{status: tt.status, header: h}
+				tr := throttle.NewTransport(throttle.New[*http.Request](acq), base, throttle.WithClock(clk))
+				req := httptest.NewRequest("GET", "http://example.com/", nil)
+				req = req.WithContext(context.WithValue(req.Context(), ctxKey{}, "request"))
+				resp, err := tr.RoundTrip(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if resp != base.last {
+					t.Error("the response is not the one the base returned")
+				}
+				got := pauses()
+				if len(got) != len(tt.want) {
+					t.Fatalf("pauses %v, want %v", got, tt.want)
+				}
+				for i := range tt.want {
+					if got[i] != tt.want[i] {
+						t.Errorf("pause %v, want %v", got[i], tt.want[i])
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -129,10 +173,99 @@ func TestTransportWithoutPause(t *testing.T) {
 	acq := &plainAcquirer{}
 	base := &canned{status: 429, header: http.Header{"Retry-After": {"3"}}}
 	tr := throttle.NewTransport(throttle.New[*http.Request](acq), base)
+	if tr.CanPause() {
+		t.Error("CanPause() = true for a limiter without Pause")
+	}
 	resp, err := tr.RoundTrip(httptest.NewRequest("GET", "http://example.com/", nil))
 	if err != nil || resp.StatusCode != 429 || acq.n != 1 {
 		t.Errorf("got %v, %v after %d acquisitions; want the 429, nil, 1", resp, err, acq.n)
 	}
+}
+
+// acquirerOnly hides every method of a limiter but Acquire.
+type acquirerOnly struct{ ratelimit.Acquirer }
+
+func TestTransportCanPause(t *testing.T) {
+	lim := ratelimit.New(1, time.Second)
+	for _, tt := range []struct {
+		name string
+		lim  ratelimit.Acquirer
+		want bool
+	}{
+		{"*ratelimit.Limiter", lim, true},
+		{"Pause(d)", &pausingAcquirer{}, true},
+		{"Pause(ctx, d) error", &ctxPausingAcquirer{}, true},
+		{"no Pause", &plainAcquirer{}, false},
+		{"Pause hidden", acquirerOnly{lim}, false},
+	} {
+		tr := throttle.NewTransport(throttle.New[*http.Request](tt.lim), &canned{})
+		if got := tr.CanPause(); got != tt.want {
+			t.Errorf("%s: CanPause() = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
+// TestTransportPauseError checks what happens when a limiter's
+// Pause(ctx, d) fails: the caller still gets the response, unchanged, and
+// the error goes to the handler given with WithPauseErrorHandler, with the
+// request and the pause asked for, or by default to the standard logger.
+func TestTransportPauseError(t *testing.T) {
+	bad := errors.New("store unreachable")
+	header := http.Header{"Retry-After": {"30"}}
+
+	t.Run("handler", func(t *testing.T) {
+		base := &canned{status: 503, header: header}
+		type call struct {
+			req *http.Request
+			d   time.Duration
+			err error
+		}
+		var calls []call
+		tr := throttle.NewTransport(throttle.New[*http.Request](&ctxPausingAcquirer{err: bad}), base,
+			throttle.WithPauseErrorHandler(func(req *http.Request, d time.Duration, err error) {
+				calls = append(calls, call{req, d, err})
+			}))
+		req := httptest.NewRequest("GET", "http://example.com/", nil)
+		resp, err := tr.RoundTrip(req)
+		if err != nil || resp != base.last {
+			t.Errorf("RoundTrip = %v, %v; want the base's response, nil", resp, err)
+		}
+		if len(calls) != 1 || calls[0].req != req || calls[0].d != 30*time.Second || calls[0].err != bad {
+			t.Errorf("handler called with %+v, want once with the request, 30s and the limiter's error", calls)
+		}
+	})
+
+	t.Run("log", func(t *testing.T) {
+		var buf strings.Builder
+		out, flags := log.Writer(), log.Flags()
+		log.SetOutput(&buf)
+		log.SetFlags(0)
+		defer func() { log.SetOutput(out); log.SetFlags(flags) }()
+		base := &canned{status: 429, header: header}
+		tr := throttle.NewTransport(throttle.New[*http.Request](&ctxPausingAcquirer{err: bad}), base)
+		resp, err := tr.RoundTrip(httptest.NewRequest("GET", "http://user:secret@example.com/x", nil))
+		if err != nil || resp != base.last {
+			t.Errorf("RoundTrip = %v, %v; want the base's response, nil", resp, err)
+		}
+		const want = "throttle: Transport: GET http://user:xxxxx@example.com/x asked to back off for 30s, " +
+			"but the limiter did not pause: store unreachable\n"
+		if got := buf.String(); got != want {
+			t.Errorf("logged %q, want %q", got, want)
+		}
+	})
+
+	t.Run("no error", func(t *testing.T) {
+		called := false
+		acq := &ctxPausingAcquirer{}
+		tr := throttle.NewTransport(throttle.New[*http.Request](acq), &canned{status: 429, header: header},
+			throttle.WithPauseErrorHandler(func(*http.Request, time.Duration, error) { called = true }))
+		if _, err := tr.RoundTrip(httptest.NewRequest("GET", "http://example.com/", nil)); err != nil {
+			t.Fatal(err)
+		}
+		if called || len(acq.pauses) != 1 {
+			t.Errorf("handler called: %v, pauses %v; want not called, one pause", called, acq.pauses)
+		}
+	})
 }
 
 func TestTransportCost(t *testing.T) {
@@ -217,7 +350,9 @@ func TestNewTransportNilPanics(t *testing.T) {
 // TestTransportServer429 runs a real server that answers the first request
 // with 429 or 503 and a Retry-After of 2 s, in each of its forms, and checks
 // that the requests made next, from several goroutines, all wait the 2 s on
-// the limiter's clock.
+// the limiter's clock, the first sent at 2 s and the others at the
+// limiter's steady rate: with a limiter that has Pause(d), and with one
+// that has Pause(ctx, d) error.
 //
 // The server lives outside the synctest bubble, so that its goroutines,
 // blocked in the network, do not keep the bubble from settling. The client
@@ -251,12 +386,27 @@ func TestTransportServer429(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			testServerBackOff(t, tt.status, tt.header)
+			t.Run("Pause(d)", func(t *testing.T) { testServerBackOff(t, tt.status, tt.header, false) })
+			t.Run("Pause(ctx, d)", func(t *testing.T) { testServerBackOff(t, tt.status, tt.header, true) })
 		})
 	}
 }
 
-func testServerBackOff(t *testing.T, status int, header func(http.Header)) {
+// ctxLimiter is a *ratelimit.Limiter seen through a Pause that takes a
+// context and returns an error, as a limiter whose Pause makes a round trip
+// has.
+type ctxLimiter struct{ *ratelimit.Limiter }
+
+func (l ctxLimiter) Pause(_ context.Context, d time.Duration) error {
+	l.Limiter.Pause(d)
+	return nil
+}
+
+var _ throttle.ContextPauser = ctxLimiter{}
+
+// testServerBackOff is TestTransportServer429 for one response, with the
+// limiter seen through ctxLimiter if viaCtx.
+func testServerBackOff(t *testing.T, status int, header func(http.Header), viaCtx bool) {
 	var mu sync.Mutex
 	var served int
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -283,8 +433,12 @@ func testServerBackOff(t *testing.T, status int, header func(http.Header)) {
 		// Ten a second with a burst of ten: without the pause, every
 		// request below would pass at once.
 		lim := ratelimit.New(10, time.Second, ratelimit.WithClock(c))
+		var acq ratelimit.Acquirer = lim
+		if viaCtx {
+			acq = ctxLimiter{lim}
+		}
 		client := &http.Client{Transport: throttle.NewTransport(
-			throttle.New[*http.Request](lim),
+			throttle.New[*http.Request](acq),
 			&http.Transport{DisableKeepAlives: true},
 			throttle.WithClock(c))}
 		get := func() (int, string) {
@@ -320,19 +474,77 @@ func testServerBackOff(t *testing.T, status int, header func(http.Header)) {
 		if w := lim.Waiting(); w != n {
 			t.Errorf("%d requests waiting in the limiter, want %d", w, n)
 		}
-		c.AdvanceTo(t, 2*time.Second)
+		c.AdvanceTo(t, 2*time.Second-ms)
 		if s := servedCount(); s != 1 {
 			t.Fatalf("%d requests served by %v, want only the first", s, c.Elapsed())
 		}
 		advanceUntil(t, c, &done, n, time.Minute)
-		// Pause leaves the bucket full at 2 s, and the limiter resumes at
-		// its steady rate, with no burst: one request every 100 ms, the
-		// first once one unit has drained.
-		sameDurations(t, "request", got, []time.Duration{2100 * ms, 2200 * ms, 2300 * ms, 2400 * ms, 2500 * ms})
+		// The pause ends at 2 s, when the first waiting request is sent;
+		// the limiter then resumes at its steady rate, with no burst: one
+		// request every 100 ms.
+		sameDurations(t, "request", got, []time.Duration{2000 * ms, 2100 * ms, 2200 * ms, 2300 * ms, 2400 * ms})
 		if s := servedCount(); s != n+1 {
 			t.Errorf("%d requests served, want %d", s, n+1)
 		}
 	})
+}
+
+// roundTripFunc is a RoundTripper made of a function.
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(req *http.Request) (*http.Response, error) { return f(req) }
+
+// TestTransportResumesAtRetryAfter checks the schedule after a pause: one
+// goroutine sends four requests in a row through a Transport on a
+// ratelimit.Limiter, and the server answers the first 429 with
+// Retry-After. Nothing is sent during the pause; the next request goes out
+// when it ends, unless the limiter's own rate holds it back longer (the
+// request that drew the 429 took its units, and a pause never lowers the
+// level), and the others follow at the steady rate, with no burst.
+func TestTransportResumesAtRetryAfter(t *testing.T) {
+	for _, tt := range []struct {
+		name       string
+		maxRate    float64
+		period     time.Duration
+		retryAfter string
+		want       []time.Duration
+	}{
+		{"New(10, 1s) Retry-After 5", 10, time.Second, "5", []time.Duration{0, 5 * time.Second, 5100 * ms, 5200 * ms}},
+		{"New(1, 1m) Retry-After 90", 1, time.Minute, "90", []time.Duration{0, 90 * time.Second, 150 * time.Second, 210 * time.Second}},
+		// The unit the first request took drains at 60 s: a shorter pause
+		// changes nothing.
+		{"New(1, 1m) Retry-After 2", 1, time.Minute, "2", []time.Duration{0, time.Minute, 2 * time.Minute, 3 * time.Minute}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+				var sent []time.Duration
+				base := roundTripFunc(func(req *http.Request) (*http.Response, error) {
+					resp := &http.Response{StatusCode: 200, Header: http.Header{}, Body: http.NoBody, Request: req}
+					if sent = append(sent, c.Elapsed()); len(sent) == 1 {
+						resp.StatusCode = http.StatusTooManyRequests
+						resp.Header.Set("Retry-After", tt.retryAfter)
+					}
+					return resp, nil
+				})
+				lim := ratelimit.New(tt.maxRate, tt.period, ratelimit.WithClock(c))
+				tr := throttle.NewTransport(throttle.New[*http.Request](lim), base, throttle.WithClock(c))
+				var done atomic.Int64
+				go func() {
+					for range len(tt.want) {
+						resp, err := tr.RoundTrip(httptest.NewRequest("GET", "http://example.com/", nil))
+						if err != nil {
+							t.Errorf("RoundTrip: %v", err)
+							return
+						}
+						resp.Body.Close()
+						done.Add(1)
+					}
+				}()
+				advanceUntil(t, c, &done, int64(len(tt.want)), 10*time.Minute)
+				sameDurations(t, "request", sent, tt.want)
+			})
+		})
+	}
 }
 
 // idler is a RoundTripper with idle connections to close.
