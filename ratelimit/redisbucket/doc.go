@@ -16,21 +16,66 @@
 // The bucket is [ratelimit.Limiter]'s: it holds at most MaxRate units,
 // drains at MaxRate units per Period, starts empty (so MaxRate units pass
 // at once), and admits an amount when the level plus the amount is at most
-// MaxRate. Amounts are float64s, and the errors are ratelimit's:
-// [ratelimit.ErrExceedsCapacity], [ratelimit.ErrInvalidAmount], and a
-// deadline that cannot be met fails at once with an error that unwraps to
-// [context.DeadlineExceeded].
+// MaxRate. In any window of time of length t, it admits at most MaxRate +
+// MaxRate*t/Period units. Amounts are float64s, and the errors are
+// ratelimit's: [ratelimit.ErrExceedsCapacity], [ratelimit.ErrInvalidAmount],
+// and a deadline that cannot be met fails at once with a
+// *[ratelimit.DeadlineError], which says how long the wait would have been
+// and unwraps to [context.DeadlineExceeded].
 //
 // The state is one number, the tat: the time at which the bucket will be
-// empty. It lives in one Redis key, beside the rate it was written at, and
-// a Lua script moves it in one atomic step per call, reading the time from the server's TIME, so that the
-// clocks of the clients never matter. TryAcquire, HasCapacity, Level,
-// Pause and SetRate each make one round trip, and so does Acquire: it
-// moves the tat past its own units, which reserves its turn, and then
+// empty. It lives in one Redis key of 40 bytes, beside the rate it was
+// written at and the end of a pause in progress, and a Lua script moves it
+// in one atomic step per call, reading the time from the server's TIME, so
+// that the clocks of the clients never matter. TryAcquire, HasCapacity,
+// Level, Pause and SetRate each make one round trip, and so does Acquire:
+// it moves the tat past its own units, which reserves its turn, and then
 // sleeps locally until that turn. Turns are thus given in the order in
 // which the reservations reach Redis, whatever process they come from. The
-// key expires when the bucket has drained, so an idle limiter costs nothing,
-// and a missing key is an empty bucket.
+// key expires when the bucket has drained, so an idle limiter costs
+// nothing, and a key that was never written is an empty bucket.
+//
+// Times are whole nanoseconds, and every cost is rounded up to a whole
+// number of them, so that no sequence of acquisitions slips through a
+// rounding: a unit that takes a whole number of nanoseconds costs exactly
+// that, as in ratelimit.Limiter, and any other cost at most a nanosecond
+// more, so that an admission may come that much later than the exact
+// schedule, never earlier. ratelimit.Limiter counts finer ticks; [New]
+// panics on a rate whose unit takes less than a nanosecond.
+//
+// # The server's clock
+//
+// The schedule follows the wall clock of the Redis host, as TIME reads it.
+// If that clock steps (a manual change, NTP stepping rather than slewing,
+// a failover to a replica whose clock differs), the schedule steps with
+// it: a step back by s delays admissions by s; a step forward by s drains
+// s's worth of units at once, so that up to that many more pass early, at
+// most the units in the bucket and those that waiting callers hold. Turns
+// already reserved are slept on the clients' clocks, and are not moved.
+//
+// # Lost state
+//
+// Redis may lose the key: a restart without persistence, FLUSHALL, an
+// eviction under maxmemory, a failover to a replica that missed the last
+// writes. Each Limiter remembers, from the last reply it had, until when
+// the key holds the bucket. A call that finds the key missing before then
+// (by more than 2ms) writes it back full, and no emptier than that time:
+// the units taken before the loss, and the turns that callers waiting in
+// this process or seen by it hold, still count, and no burst passes. The
+// memory is each process's own (Redis, which lost the key, cannot keep
+// it), so what may still pass beyond the rate after a loss is bounded by
+// one burst (MaxRate units) plus the units that callers had reserved and
+// not yet been admitted for: the burst only if the first call after the
+// loss comes from a limiter that had not seen the bucket hold units (a
+// process started since, or one that last saw the bucket drain), and the
+// reserved units only those that the limiter making that call had not
+// seen. With one process, or when the process that made the last
+// reservation calls first, nothing passes beyond the rate. A pause in
+// progress ends with the loss of the key, but the bucket still comes back
+// full. Coming back full errs on the strict side: a bucket that another
+// process emptied sooner than this one saw (a reservation given back, a
+// SetRate to a faster rate) and that expired may come back full once,
+// under-using the rate for up to a period.
 //
 // # A worked example
 //
@@ -76,7 +121,10 @@
 // Two more go-redis options matter here. A round trip that fails after the
 // script ran (a reply lost to a timeout, or a command that go-redis
 // retries, see Options.MaxRetries) may leave its units in the bucket
-// without admitting anyone: here too the rate can only be under-used. And
+// without admitting anyone: here too the rate can only be under-used. A
+// cancel that go-redis runs twice gives its reservation back once, and
+// never another's: each reservation carries a random nonce, and only the
+// one whose nonce the key holds can be given back. And
 // go-redis retries a refused connection Options.DialerRetries times (5 by
 // default, 100ms apart), which delays the switch to the fallback.
 package redisbucket

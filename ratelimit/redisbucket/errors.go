@@ -17,6 +17,13 @@ import (
 // cause, when Redis cannot be reached or does not answer within the
 // limiter's timeout. errors.Is finds the cause too, for example
 // syscall.ECONNREFUSED.
+//
+// An error that wraps ErrUnavailable never matches context.DeadlineExceeded,
+// which is kept for the caller's own deadline (and an error for that does
+// not match ErrUnavailable). When a timeout cut the round trip short, the
+// limiter's (WithTimeout) or the client's, the message says so, and the
+// cause has a Timeout method, as net.Error has, that reports true:
+// errors.As finds it with a target of type interface{ Timeout() bool }.
 var ErrUnavailable = errors.New("redisbucket: redis unavailable")
 
 // redisError reports a failed round trip: the operation, the key, and the
@@ -52,10 +59,34 @@ func (l *Limiter) fail(ctx context.Context, op string, err error) error {
 			e.reason = reason
 		}
 	case unavailable(err):
-		e.reason = ErrUnavailable
+		e.reason, e.err = ErrUnavailable, timedOut(err)
 	}
 	return e
 }
+
+// timedOut returns the cause of a failed round trip whose caller's context
+// is still alive. A context deadline in it is then the limiter's timeout
+// (or a timeout of the client's), not the caller's deadline, so timedOut
+// keeps what it says but not what it is: to errors.Is,
+// context.DeadlineExceeded means the caller's deadline.
+func timedOut(err error) error {
+	switch {
+	case err == context.DeadlineExceeded:
+		return timeoutError("no reply within the limiter's timeout")
+	case errors.Is(err, context.DeadlineExceeded):
+		return timeoutError(err.Error())
+	}
+	return err
+}
+
+// timeoutError is the cause of a round trip that a timeout other than the
+// caller's deadline cut short.
+type timeoutError string
+
+func (e timeoutError) Error() string { return string(e) }
+
+// Timeout reports true, as net.Error's method does for a timeout.
+func (timeoutError) Timeout() bool { return true }
 
 // ended returns the error of a context that has ended, or whose deadline
 // has passed: a socket deadline set from it may fire before the context's

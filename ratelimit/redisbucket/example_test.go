@@ -87,24 +87,24 @@ func ExampleLimiter_Pause() {
 }
 
 // With a fallback, a limiter keeps admitting, at its share of the rate,
-// while Redis cannot be reached.
+// while Redis cannot be reached. The local bucket starts full, so that the
+// switch lets no burst through.
 func ExampleWithFallback() {
 	ctx := context.Background()
 	// Nothing listens on port 1: every connection is refused.
 	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", ContextTimeoutEnabled: true, MaxRetries: -1, DialerRetries: 1})
 	defer rdb.Close()
 
-	// One of four replicas: a quarter of 8 units per second.
-	lim := redisbucket.New(rdb, "{partner-api}:calls", 8, time.Second,
+	// One of four replicas: a quarter of 40 units per second, one unit
+	// every 100ms.
+	lim := redisbucket.New(rdb, "{partner-api}:calls", 40, time.Second,
 		redisbucket.WithFallback(0.25, func(local bool, cause error) {
 			fmt.Println("local:", local, "because:", cause)
 		}))
-	for range 3 {
-		fmt.Println(lim.TryAcquire(ctx, 1))
-	}
+	fmt.Println(lim.TryAcquire(ctx, 1)) // the local bucket is full
+	fmt.Println(lim.Acquire(ctx, 1))    // admitted once a unit has drained
 	// Output:
 	// local: true because: dial tcp 127.0.0.1:1: connect: connection refused
-	// true <nil>
-	// true <nil>
 	// false <nil>
+	// <nil>
 }

@@ -10,9 +10,18 @@ import (
 	"github.com/dripgo/drip/ratelimit"
 )
 
+// recoveryProbes is how many probes in a row, one probe interval apart,
+// Redis must answer before a limiter on its fallback switches back.
+const recoveryProbes = 3
+
 // fallback routes calls to a local limiter while Redis is unreachable. It
 // holds no goroutine: calls themselves probe Redis, at most one per
-// interval, and the first that gets an answer switches back.
+// interval, and once Redis has answered every call made to it for
+// recoveryProbes-1 intervals, the fallback switches back.
+//
+// The local limiter lives as long as the Limiter, so that the callers it
+// admits, even those still waiting in it after a switch back, never take
+// more than one bucket of its size allows.
 type fallback struct {
 	local  *ratelimit.Limiter
 	share  float64
@@ -22,10 +31,12 @@ type fallback struct {
 
 	active atomic.Bool // calls go to local, except probes
 
-	// mu guards probing and probeAt, and orders the notifications.
+	// mu guards the fields below, and orders the switches and their
+	// notifications.
 	mu      sync.Mutex
 	probing bool      // a probe is in flight
 	probeAt time.Time // when the next probe may start
+	healthy time.Time // when Redis first answered since it last failed; zero before
 }
 
 func newFallback(o *fallbackOptions, maxRate float64, period, probe time.Duration, c clock.Clock) *fallback {
@@ -38,26 +49,43 @@ func newFallback(o *fallbackOptions, maxRate float64, period, probe time.Duratio
 	}
 }
 
-// useRedis reports whether a call should go to Redis: always while Redis
-// works, and for one probe per interval while it does not. A nil fallback
-// always answers true.
-func (f *fallback) useRedis() bool {
+// useRedis reports whether a call for ctx should go to Redis: always while
+// Redis works. On the fallback, the call that finds a probe due makes it,
+// one per interval: a round trip that reads the bucket and changes
+// nothing, so that a process never admits through Redis and its local
+// limiter at once. If Redis has then answered for long enough, the limiter
+// switches back and the call goes to Redis; otherwise it stays local.
+func (l *Limiter) useRedis(ctx context.Context) bool {
+	f := l.fb
 	if f == nil || !f.active.Load() {
 		return true
 	}
+	if !f.probeDue() {
+		return !f.active.Load()
+	}
+	if _, err := l.run(ctx, l.params.Load(), opLevel); err != nil {
+		f.failed(ctx, err)
+		return false
+	}
+	f.succeeded()
+	return !f.active.Load()
+}
+
+// probeDue reports whether the caller should probe Redis now, and if so
+// marks a probe in flight.
+func (f *fallback) probeDue() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.active.Load() {
-		return true
-	}
-	if f.probing || f.clock.Now().Before(f.probeAt) {
+	if !f.active.Load() || f.probing || f.clock.Now().Before(f.probeAt) {
 		return false
 	}
 	f.probing = true
 	return true
 }
 
-// succeeded records that Redis answered, switching back to it.
+// succeeded records that Redis answered. On the fallback, it switches back
+// once Redis has answered every call for recoveryProbes-1 probe intervals;
+// until then the next probe waits an interval.
 func (f *fallback) succeeded() {
 	if f == nil || !f.active.Load() {
 		return
@@ -65,7 +93,19 @@ func (f *fallback) succeeded() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.probing = false
-	if f.active.CompareAndSwap(true, false) && f.notify != nil {
+	if !f.active.Load() {
+		return
+	}
+	now := f.clock.Now()
+	if f.healthy.IsZero() {
+		f.healthy = now
+	}
+	if now.Sub(f.healthy) < (recoveryProbes-1)*f.probe {
+		f.probeAt = now.Add(f.probe)
+		return
+	}
+	f.active.Store(false)
+	if f.notify != nil {
 		f.notify(false, nil)
 	}
 }
@@ -74,7 +114,8 @@ func (f *fallback) succeeded() {
 // whether the call should go to the local limiter: it should if Redis is
 // unavailable, in which case the fallback switches to local (if it is not
 // already). Either way the next probe waits an interval. A round trip cut
-// short by its caller's context says nothing about Redis.
+// short by its caller's context says nothing about Redis, nor does an
+// error that Redis replied.
 func (f *fallback) failed(ctx context.Context, err error) bool {
 	if f == nil {
 		return false
@@ -86,8 +127,25 @@ func (f *fallback) failed(ctx context.Context, err error) bool {
 	if ended(ctx) != nil || !unavailable(err) {
 		return false
 	}
-	if f.active.CompareAndSwap(false, true) && f.notify != nil {
-		f.notify(true, err)
+	f.healthy = time.Time{}
+	if !f.active.Load() {
+		fill(f.local)
+		f.active.Store(true)
+		if f.notify != nil {
+			f.notify(true, timedOut(err))
+		}
 	}
 	return true
+}
+
+// fill makes l full, unless it is already, so that a switch to it lets no
+// burst through: the process may have used its share of the rate through
+// Redis a moment ago, and l cannot know. It takes what l lacks, which on
+// an empty bucket (the first switch, or one a period or more after the
+// last) makes it exactly full, and otherwise full to the nanosecond of
+// drain. Callers waiting in l already keep it full, and take precedence.
+func fill(l *ratelimit.Limiter) {
+	if gap := l.MaxRate() - l.Level(); gap > 0 {
+		l.TryAcquire(gap)
+	}
 }

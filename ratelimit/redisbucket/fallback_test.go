@@ -3,9 +3,11 @@ package redisbucket
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -18,11 +20,13 @@ import (
 )
 
 // hooked is a Scripter that fails every call while down, as a client of a
-// server that refuses connections does, and runs after once a call
-// returns.
+// server that refuses connections does, and while slow waits for the
+// call's context to end, as a client of a server that does not answer
+// does. It runs after once a call returns.
 type hooked struct {
 	redis.Scripter
 	down  atomic.Bool
+	slow  atomic.Bool
 	calls atomic.Int64
 	after func()
 }
@@ -31,15 +35,22 @@ var errRefused = &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("c
 
 func (h *hooked) do(ctx context.Context, f func() *redis.Cmd) *redis.Cmd {
 	h.calls.Add(1)
-	if h.down.Load() {
-		cmd := redis.NewCmd(ctx)
-		cmd.SetErr(errRefused)
+	var err error
+	switch {
+	case h.down.Load():
+		err = errRefused
+	case h.slow.Load():
+		<-ctx.Done()
+		err = ctx.Err()
+	default:
+		cmd := f()
+		if h.after != nil {
+			h.after()
+		}
 		return cmd
 	}
-	cmd := f()
-	if h.after != nil {
-		h.after()
-	}
+	cmd := redis.NewCmd(ctx)
+	cmd.SetErr(err)
 	return cmd
 }
 
@@ -56,6 +67,9 @@ type switchEvent struct {
 	cause error
 }
 
+// TestFallback follows one limiter to its fallback and back: the local
+// bucket starts full, probes take nothing from Redis, and the limiter
+// switches back at the third probe in a row that Redis answers.
 func TestFallback(t *testing.T) {
 	addr := redisAddr(t)
 	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
@@ -64,58 +78,102 @@ func TestFallback(t *testing.T) {
 		h := &hooked{Scripter: rdb}
 		var events []switchEvent
 		notify := func(local bool, cause error) { events = append(events, switchEvent{local, cause}) }
-		lim := onMockTime(New(h, testKey(t, rdb), 10, time.Hour, WithClock(c),
+		key := testKey(t, rdb)
+		// 10 units per 10s in Redis; 5 on the fallback, one every 2s.
+		lim := onMockTime(New(h, key, 10, 10*time.Second, WithClock(c),
 			WithFallback(0.5, notify), WithProbeInterval(time.Second)), c)
+		direct := onMockTime(New(rdb, key, 10, 10*time.Second, WithClock(c)), c)
 		try := func(want bool) {
 			t.Helper()
 			if ok, err := lim.TryAcquire(ctx, 1); ok != want || err != nil {
 				t.Fatalf("TryAcquire at %v = %v, %v; want %v", c.Elapsed(), ok, err, want)
 			}
 		}
+		calls := h.calls.Load()
+		roundTrips := func(want int64, what string) {
+			t.Helper()
+			if got := h.calls.Load() - calls; got != want {
+				t.Errorf("%s: %d round trips; want %d", what, got, want)
+			}
+			calls = h.calls.Load()
+		}
 
 		try(true)
 		try(true) // two units in Redis
 		h.down.Store(true)
-		calls := h.calls.Load()
-		for range 5 {
-			try(true) // the local limiter's 5 units
-		}
+		calls = h.calls.Load()
+		try(false) // the call that switches: the local bucket starts full
 		try(false)
-		if got := h.calls.Load() - calls; got != 1 {
-			t.Errorf("%d calls reached Redis while it was down and no probe was due; want 1 (the one that failed)", got)
-		}
+		roundTrips(1, "on the fallback, no probe due")
 		if len(events) != 1 || !events[0].local || !errors.Is(events[0].cause, syscall.ECONNREFUSED) {
 			t.Fatalf("switches = %v; want one to local, caused by ECONNREFUSED", events)
 		}
 		if lv, err := lim.Level(ctx); lv != 5 || err != nil {
 			t.Errorf("Level on the fallback = %v, %v; want the local level 5", lv, err)
 		}
+
+		c.Advance(2 * time.Second) // one local unit has drained
+		if ok, err := lim.HasCapacity(ctx, 1); !ok || err != nil {
+			t.Errorf("HasCapacity on the fallback = %v, %v; want true, a unit has drained", ok, err)
+		}
+		roundTrips(1, "a probe due, Redis still down")
+		try(true)
+		try(false)
 		if err := lim.Pause(ctx, time.Minute); err != nil {
 			t.Errorf("Pause on the fallback: %v", err)
 		}
+		roundTrips(0, "no probe due")
 
-		c.Advance(time.Second)
-		calls = h.calls.Load()
-		if ok, err := lim.HasCapacity(ctx, 1); ok || err != nil { // the probe, still down
-			t.Errorf("HasCapacity on the fallback = %v, %v; want false, the local limiter is paused", ok, err)
-		}
-		if got := h.calls.Load() - calls; got != 1 {
-			t.Errorf("%d calls reached Redis when a probe was due; want 1", got)
-		}
-
+		// Redis answers again: the probes at 3s and 4s find it, and the
+		// one at 5s switches back. Until then the local limiter, paused,
+		// admits nothing, and the probes take nothing from Redis.
 		h.down.Store(false)
-		calls = h.calls.Load()
-		try(false) // no probe due yet: local
-		if got := h.calls.Load() - calls; got != 0 {
-			t.Errorf("%d calls reached Redis before the next probe; want 0", got)
+		for _, at := range []time.Duration{3 * time.Second, 4 * time.Second} {
+			c.AdvanceTo(t, at)
+			try(false)
+			try(false)
+			roundTrips(1, fmt.Sprintf("the probe at %v", at))
+			if len(events) != 1 {
+				t.Fatalf("switches at %v = %v; want none back before the third probe", at, events)
+			}
 		}
-		c.Advance(time.Second)
-		for range 8 {
-			try(true) // Redis again, with its 8 units left
+		if lv, err := direct.Level(ctx); lv != 0 || err != nil {
+			t.Errorf("Redis level after two probes = %v, %v; want 0, probes take nothing", lv, err)
+		}
+		c.AdvanceTo(t, 5*time.Second)
+		for range 10 {
+			try(true) // Redis again, drained
 		}
 		try(false)
 		if len(events) != 2 || events[1].local || events[1].cause != nil {
 			t.Errorf("switches = %v; want a second one, back to Redis", events)
+		}
+	})
+}
+
+// TestFill checks that fill makes a local bucket full, whatever its level,
+// and never lowers it.
+func TestFill(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		l := ratelimit.New(5, 10*time.Second, ratelimit.WithClock(c)) // one unit every 2s
+		fill(l)
+		if lv := l.Level(); lv != 5 {
+			t.Errorf("Level of an empty bucket after fill = %v; want exactly 5", lv)
+		}
+		c.Advance(3 * time.Second)
+		fill(l)
+		if lv := l.Level(); lv < 5-1e-9 || l.HasCapacity(1) {
+			t.Errorf("Level of a bucket at 3.5 after fill = %v (room for 1: %v); want 5 and no room", lv, l.HasCapacity(1))
+		}
+		c.Advance(2 * time.Second)
+		if !l.TryAcquire(1) {
+			t.Error("no unit admitted 2s after fill; want one")
+		}
+		l.Pause(time.Minute)
+		before := l.Level()
+		fill(l)
+		if lv := l.Level(); lv != before {
+			t.Errorf("Level of a paused bucket after fill = %v; want it unchanged at %v", lv, before)
 		}
 	})
 }
@@ -149,12 +207,13 @@ func TestFallbackAcquire(t *testing.T) {
 			t.Errorf("SetRate with Redis down = %v; want ErrUnavailable", err)
 		}
 
-		// The local limiter holds 2 units, one drains every 2s.
+		// The local limiter holds 2 units and starts full; one drains
+		// every 2s.
 		var got []time.Duration
 		for range 4 {
 			got = append(got, waitFor(t, c, acquireAt(ctx, c, with, 1), time.Minute).at)
 		}
-		want := []time.Duration{0, 0, 2 * time.Second, 4 * time.Second}
+		want := []time.Duration{2 * time.Second, 4 * time.Second, 6 * time.Second, 8 * time.Second}
 		for i := range want {
 			if got[i] != want[i] {
 				t.Errorf("admissions on the fallback at %v; want %v", got, want)
@@ -282,8 +341,9 @@ func TestSlowRedis(t *testing.T) {
 	long := New(rdb, "k", 1, time.Second, WithTimeout(time.Hour))
 	ctx := context.Background()
 	returns(t, func() {
-		if _, err := short.TryAcquire(ctx, 1); !errors.Is(err, ErrUnavailable) {
-			t.Errorf("TryAcquire past the limiter's timeout = %v; want ErrUnavailable", err)
+		_, err := short.TryAcquire(ctx, 1)
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("TryAcquire past the limiter's timeout = %v; want ErrUnavailable, not context.DeadlineExceeded", err)
 		}
 	})
 	returns(t, func() {
@@ -299,8 +359,8 @@ func TestSlowRedis(t *testing.T) {
 		switched := make(chan error, 1)
 		fb := New(rdb, "k", 1, time.Second, WithTimeout(50*time.Millisecond),
 			WithFallback(1, func(local bool, cause error) { switched <- cause }))
-		if ok, err := fb.TryAcquire(ctx, 1); !ok || err != nil {
-			t.Errorf("TryAcquire with a fallback = %v, %v; want true from the local limiter", ok, err)
+		if ok, err := fb.TryAcquire(ctx, 1); ok || err != nil {
+			t.Errorf("TryAcquire with a fallback = %v, %v; want false from the local limiter, which starts full", ok, err)
 		}
 		if cause := <-switched; cause == nil {
 			t.Error("switch reported without a cause")
@@ -322,4 +382,41 @@ func returns(t *testing.T, f func()) {
 	case <-time.After(time.Minute):
 		t.Fatal("call hung")
 	}
+}
+
+// TestLimiterTimeout checks that a round trip cut short by the limiter's
+// timeout gives ErrUnavailable, which is not the caller's
+// context.DeadlineExceeded, and says why; and that the caller's deadline
+// gives context.DeadlineExceeded, not ErrUnavailable.
+func TestLimiterTimeout(t *testing.T) {
+	clocktest.Run(t, func(t *testing.T, _ *clocktest.Clock) {
+		h := &hooked{} // answers nothing, so it needs no server
+		h.slow.Store(true)
+		lim := New(h, "k", 1, time.Second, WithTimeout(50*time.Millisecond))
+		ctx := context.Background()
+
+		_, err := lim.TryAcquire(ctx, 1)
+		var timeout interface{ Timeout() bool }
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+			!errors.As(err, &timeout) || !timeout.Timeout() || !strings.Contains(err.Error(), "timeout") {
+			t.Errorf("TryAcquire past the limiter's timeout = %v; want ErrUnavailable, a cause whose Timeout is true, and not context.DeadlineExceeded", err)
+		}
+		t.Log(err)
+
+		dctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+		defer cancel()
+		if err := lim.Acquire(dctx, 1); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrUnavailable) {
+			t.Errorf("Acquire past the caller's deadline = %v; want context.DeadlineExceeded, not ErrUnavailable", err)
+		}
+
+		var cause error
+		fb := New(h, "k", 1, time.Second, WithTimeout(50*time.Millisecond),
+			WithFallback(1, func(_ bool, err error) { cause = err }))
+		if _, err := fb.TryAcquire(ctx, 1); err != nil {
+			t.Errorf("TryAcquire with a fallback: %v", err)
+		}
+		if cause == nil || errors.Is(cause, context.DeadlineExceeded) || !errors.As(cause, &timeout) {
+			t.Errorf("cause of the switch = %v; want the limiter's timeout, not context.DeadlineExceeded", cause)
+		}
+	})
 }

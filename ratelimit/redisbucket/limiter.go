@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/big"
+	"math/rand/v2"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -24,9 +26,11 @@ type Limiter struct {
 	rdb     redis.Scripter
 	key     string
 	clock   clock.Clock
+	ownTime bool // clock came from WithClock: deadlines are on it (see realDeadline)
 	timeout time.Duration
 	params  atomic.Pointer[params]
 	fb      *fallback // nil without WithFallback
+	seen    sighting  // until when Redis last said the key holds the bucket
 
 	// changed is closed, and replaced, when SetRate changes the capacity,
 	// so that waiters check their amounts against it.
@@ -47,8 +51,8 @@ var _ ratelimit.Acquirer = (*Limiter)(nil)
 type params struct {
 	maxRate   float64
 	period    time.Duration
-	nsPerUnit float64
-	unit      string // nsPerUnit as the script receives and stores it
+	nsPerUnit float64 // period/maxRate, rounded up
+	unit      string  // nsPerUnit as the script receives and stores it
 	periodArg string
 }
 
@@ -58,6 +62,8 @@ type params struct {
 // nanoseconds beyond.
 const maxPeriod = time.Duration(1) << 55
 
+// newParams checks maxRate and period. Time in the bucket is counted in
+// whole nanoseconds, so a unit must take at least one, and a finite time.
 func newParams(fn string, maxRate float64, period time.Duration) *params {
 	if !(maxRate > 0) || math.IsInf(maxRate, 1) {
 		panic(fmt.Sprintf("redisbucket: %s: maxRate %v must be a finite number > 0", fn, maxRate))
@@ -65,7 +71,21 @@ func newParams(fn string, maxRate float64, period time.Duration) *params {
 	if period <= 0 || period > maxPeriod {
 		panic(fmt.Sprintf("redisbucket: %s: period %v must be > 0 and at most %v", fn, period, maxPeriod))
 	}
-	ns := float64(period) / maxRate
+	// period/maxRate rounded up: the float64 quotient, or the next one if
+	// the quotient came out below the exact value.
+	exact := new(big.Rat).SetFrac64(int64(period), 1)
+	exact.Quo(exact, new(big.Rat).SetFloat64(maxRate))
+	ns, _ := exact.Float64()
+	if !math.IsInf(ns, 1) && new(big.Rat).SetFloat64(ns).Cmp(exact) < 0 {
+		ns = math.Nextafter(ns, math.Inf(1))
+	}
+	if math.IsInf(ns, 1) {
+		panic(fmt.Sprintf("redisbucket: %s: maxRate %v per %v: a unit would take longer than any time the limiter can count", fn, maxRate, period))
+	}
+	if ns < 1 {
+		panic(fmt.Sprintf("redisbucket: %s: maxRate %v per %v: a unit would take %v ns, less than the limiter's resolution of 1 ns",
+			fn, maxRate, period, float64(period)/maxRate))
+	}
 	return &params{
 		maxRate:   maxRate,
 		period:    period,
@@ -75,21 +95,33 @@ func newParams(fn string, maxRate float64, period time.Duration) *params {
 	}
 }
 
-// cost returns how far amount moves the tat, in nanoseconds, rounded down
-// exactly as ratelimit.Limiter rounds it, so that a burst of MaxRate units
-// always fits. An amount at or above the capacity costs the whole period.
-func (p *params) cost(amount float64) string {
-	c := amount * p.nsPerUnit
-	if !(c < float64(p.period)) {
-		return p.periodArg
+// cost returns how far amount moves the tat, in nanoseconds, rounded up,
+// so that no sequence of acquisitions can slip through a rounding: every
+// amount > 0 costs at least a nanosecond, and whole amounts of a unit that
+// is a whole number of nanoseconds cost exactly that, as in
+// ratelimit.Limiter. An amount at or above the capacity costs the whole
+// period.
+func (p *params) cost(amount float64) int64 {
+	if amount >= p.maxRate {
+		return int64(p.period)
 	}
-	return strconv.FormatInt(int64(c), 10)
+	// The product rounded to a float64 may have lost a fraction just above
+	// a whole number, which FMA recovers.
+	x := amount * p.nsPerUnit
+	c := math.Ceil(x)
+	if c == x && math.FMA(amount, p.nsPerUnit, -x) > 0 {
+		c++
+	}
+	return min(int64(c), int64(p.period))
 }
 
-// New returns a limiter on the bucket stored at key, admitting at most
-// maxRate units per period in bursts of up to maxRate, through client (a
+// New returns a limiter on the bucket stored at key, through client (a
 // *redis.Client, *redis.ClusterClient, *redis.Ring or any other
-// redis.Scripter). A bucket whose key does not exist is empty.
+// redis.Scripter): a bucket of maxRate units that drains in period, which
+// admits bursts of up to maxRate units, maxRate units per period at the
+// steady rate, and in any window of time of length t at most maxRate +
+// maxRate*t/period units. A bucket whose key was never written is empty;
+// see the package documentation for a key that Redis lost.
 //
 // Every process that shares the key should use the same maxRate and period:
 // the bucket drains at the rate of the limiter that last changed it. The
@@ -98,7 +130,10 @@ func (p *params) cost(amount float64) string {
 //
 // New makes no round trip. It panics if client is nil, key is empty,
 // maxRate is not a finite number > 0, or period is not > 0 (or exceeds
-// about 417 days), as ratelimit.New does.
+// about 417 days), as ratelimit.New does. It also panics, naming the
+// values, if a unit would take less than a nanosecond (period/maxRate < 1ns,
+// as for more than 10^9 units a second), since the bucket counts whole
+// nanoseconds, or no finite time (maxRate 1e-300 per second).
 func New(client redis.Scripter, key string, maxRate float64, period time.Duration, opts ...Option) *Limiter {
 	if client == nil {
 		panic("redisbucket: New: nil client")
@@ -113,7 +148,8 @@ func New(client redis.Scripter, key string, maxRate float64, period time.Duratio
 			opt(&o)
 		}
 	}
-	if o.clock == nil {
+	ownTime := o.clock != nil
+	if !ownTime {
 		o.clock = clock.New()
 	}
 	if o.timeout <= 0 {
@@ -122,7 +158,7 @@ func New(client redis.Scripter, key string, maxRate float64, period time.Duratio
 	if o.probe <= 0 {
 		o.probe = DefaultProbeInterval
 	}
-	l := &Limiter{rdb: client, key: key, clock: o.clock, timeout: o.timeout, script: bucketScript}
+	l := &Limiter{rdb: client, key: key, clock: o.clock, ownTime: ownTime, timeout: o.timeout, script: bucketScript}
 	l.params.Store(p)
 	ch := make(chan struct{})
 	l.changed.Store(&ch)
@@ -170,7 +206,8 @@ func (l *Limiter) check(ctx context.Context, name string, amount float64, op str
 	if amount == 0 {
 		return true, nil // takes nothing, so it passes no one
 	}
-	if !l.fb.useRedis() {
+	ctx = l.realDeadline(ctx)
+	if !l.useRedis(ctx) {
 		return l.checkLocal(amount, op), nil
 	}
 	v, err := l.run(ctx, p, op, p.cost(amount))
@@ -206,12 +243,17 @@ func (l *Limiter) Wait(ctx context.Context) error { return l.Acquire(ctx, 1) }
 //
 // Acquire returns an error if:
 //   - ctx ends first: ctx.Err(). The reservation is given back if no later
-//     one depends on it, that is, if no call has changed the bucket since;
+//     change to the bucket rests on it, that is, if no call has changed
+//     the bucket since, or only reservations that were given back in turn;
 //     otherwise its units stay in the bucket and drain unused, so that the
 //     callers behind keep their turns (the rate is under-used, never
 //     exceeded).
-//   - ctx has a deadline before the caller's turn: at once, with nothing
-//     taken, an error that unwraps to context.DeadlineExceeded.
+//   - ctx has a deadline at or before the caller's turn (the caller would
+//     get its units with no time left to use them): at once, with nothing
+//     taken, a *ratelimit.DeadlineError, wrapped with the key, which says
+//     how long the wait would have been and unwraps to
+//     context.DeadlineExceeded. The deadline is read on the limiter's
+//     clock (WithClock).
 //   - amount exceeds MaxRate (ratelimit.ErrExceedsCapacity), also when
 //     SetRate on this Limiter lowers the capacity below it while the
 //     caller waits, or amount is negative, NaN or infinite
@@ -234,26 +276,27 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	if amount == 0 {
 		return nil
 	}
-	if !l.fb.useRedis() {
+	rctx := l.realDeadline(ctx)
+	if !l.useRedis(rctx) {
 		return l.fb.local.Acquire(ctx, amount)
 	}
-	limit, remaining := noLimit, time.Duration(0)
+	limit, remaining := int64(noLimit), time.Duration(0)
 	deadline, hasDeadline := ctx.Deadline()
 	if hasDeadline {
 		remaining = deadline.Sub(l.clock.Now())
-		limit = strconv.FormatInt(max(int64(remaining), 0), 10)
+		limit = max(int64(remaining), 0)
 	}
-	cost := p.cost(amount)
-	v, err := l.run(ctx, p, opReserve, cost, limit)
+	cost, nonce := p.cost(amount), 1+rand.Int64N(1<<53-1)
+	v, err := l.run(rctx, p, opReserve, cost, limit, nonce)
 	var r reservation
 	if err == nil {
-		r, err = parseReservation(v)
+		r, err = parseReservation(v, nonce)
 	}
 	if err != nil {
-		if l.fb.failed(ctx, err) {
+		if l.fb.failed(rctx, err) {
 			return l.fb.local.Acquire(ctx, amount)
 		}
-		return l.fail(ctx, fmt.Sprintf("Acquire(%v)", amount), err)
+		return l.fail(rctx, fmt.Sprintf("Acquire(%v)", amount), err)
 	}
 	l.fb.succeeded()
 	wait := time.Duration(r.wait)
@@ -265,22 +308,22 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	}
 	// The turn was measured from the server's now, which is behind ours by
 	// the reply's trip: waiting the whole of it from now errs late, never
-	// early. If that passes the deadline, the reservation goes back.
-	if hasDeadline && l.clock.Now().Add(wait).After(deadline) {
-		l.giveBack(ctx, p, cost, r.token)
+	// early. If that reaches the deadline, the reservation goes back.
+	if hasDeadline && !l.clock.Now().Add(wait).Before(deadline) {
+		l.giveBack(ctx, p, cost, r)
 		return fmt.Errorf("redisbucket: key %q: %w", l.key, &ratelimit.DeadlineError{Amount: amount, Wait: wait, Remaining: remaining})
 	}
-	return l.sleep(ctx, p, amount, cost, wait, r.token)
+	return l.sleep(ctx, p, amount, cost, wait, r)
 }
 
 // sleep waits for the turn that a reservation gave the caller.
-func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost string, wait time.Duration, token string) error {
+func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost int64, wait time.Duration, r reservation) error {
 	t := l.clock.Timer(wait)
 	defer t.Stop()
 	for {
 		changed := *l.changed.Load()
 		if err := checkAmount(amount, l.params.Load().maxRate); err != nil {
-			l.giveBack(ctx, p, cost, token)
+			l.giveBack(ctx, p, cost, r)
 			return err
 		}
 		select {
@@ -292,7 +335,7 @@ func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost str
 				return nil // the turn came first
 			default:
 			}
-			l.giveBack(ctx, p, cost, token)
+			l.giveBack(ctx, p, cost, r)
 			return ctx.Err()
 		case <-changed:
 		}
@@ -303,24 +346,48 @@ func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost str
 // change to the bucket depends on it. It is best effort: a failed round
 // trip leaves the units in the bucket, where they drain unused. It takes at
 // most the limiter's timeout, even though ctx has ended.
-func (l *Limiter) giveBack(ctx context.Context, p *params, cost, token string) {
-	if token == "" {
-		return
-	}
-	_, _ = l.run(context.WithoutCancel(ctx), p, opCancel, cost, token)
+func (l *Limiter) giveBack(ctx context.Context, p *params, cost int64, r reservation) {
+	_, _ = l.run(context.WithoutCancel(ctx), p, opCancel, cost, r.nonce, r.prev)
 }
+
+// realDeadline returns ctx with its deadline, which is on the limiter's
+// clock, moved to the real clock, which go-redis sets its sockets by and
+// which judges whether a failed round trip ran out of the caller's time: a
+// round trip may take, in real time, what the caller has left on the
+// limiter's clock. Its values, Done and Err are ctx's. With the real clock
+// (no WithClock), it returns ctx itself.
+func (l *Limiter) realDeadline(ctx context.Context) context.Context {
+	if !l.ownTime {
+		return ctx
+	}
+	d, ok := ctx.Deadline()
+	if !ok {
+		return ctx
+	}
+	return realDeadlineCtx{ctx, time.Now().Add(d.Sub(l.clock.Now()))}
+}
+
+type realDeadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+func (c realDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 
 // Level returns how full the bucket is now, in units: 0 when empty, MaxRate
 // when full. Unlike ratelimit.Limiter's, it counts the units that callers
 // in Acquire have reserved, so it exceeds MaxRate while callers wait, as it
 // does after Pause. On the fallback it returns the local limiter's level.
 func (l *Limiter) Level(ctx context.Context) (float64, error) {
-	if !l.fb.useRedis() {
+	ctx = l.realDeadline(ctx)
+	if !l.useRedis(ctx) {
 		return l.fb.local.Level(), nil
 	}
 	return l.level(ctx, "Level", l.params.Load())
 }
 
+// level reads the level for Level and SetRate; ctx is already on the real
+// clock (realDeadline).
 func (l *Limiter) level(ctx context.Context, name string, p *params) (float64, error) {
 	v, err := l.run(ctx, p, opLevel)
 	var level float64
@@ -337,23 +404,27 @@ func (l *Limiter) level(ctx context.Context, name string, p *params) (float64, e
 	return level, nil
 }
 
-// Pause admits nothing for d, in any process: it raises the level to
-// MaxRate plus what drains in d (it never lowers it), so admissions resume
-// after d at the steady rate, with no burst. It is what a client does on a
-// 429 response with Retry-After. Callers already waiting keep their turns.
-// Pause with d <= 0 does nothing; pauses longer than about 417 days are
-// cut to that. On the fallback it pauses the local limiter.
+// Pause admits nothing for d, in any process, not even a fraction of a
+// unit; at d one unit fits (or the whole capacity, if that is less), then
+// admissions go on at the steady rate, with no burst. It is what a client
+// does on a 429 response with Retry-After: New(rdb, key, 1, time.Minute)
+// paused for 2s admits the next request at 2s, and the one after at 62s.
+// Pause never lowers the level: a bucket fuller than that at d stays so,
+// and a pause never shortens one in progress. Callers already waiting keep
+// their turns. Pause with d <= 0 does nothing; pauses longer than about
+// 417 days are cut to that. On the fallback it pauses the local limiter.
 func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
 	}
 	d = min(d, maxPeriod)
-	if !l.fb.useRedis() {
+	ctx = l.realDeadline(ctx)
+	if !l.useRedis(ctx) {
 		l.fb.local.Pause(d)
 		return nil
 	}
 	p := l.params.Load()
-	_, err := l.run(ctx, p, opPause, strconv.FormatInt(int64(d), 10))
+	_, err := l.run(ctx, p, opPause, int64(d), p.cost(min(1, p.maxRate)))
 	if err != nil {
 		if l.fb.failed(ctx, err) {
 			l.fb.local.Pause(d)
@@ -387,7 +458,8 @@ func (l *Limiter) SetRate(ctx context.Context, maxRate float64, period time.Dura
 	}
 	ch := make(chan struct{})
 	close(*l.changed.Swap(&ch))
-	if !l.fb.useRedis() {
+	ctx = l.realDeadline(ctx)
+	if !l.useRedis(ctx) {
 		return nil
 	}
 	_, err := l.level(ctx, fmt.Sprintf("SetRate(%v, %v)", maxRate, period), p)

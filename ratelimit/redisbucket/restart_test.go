@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dripgo/drip/ratelimit"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -208,21 +209,76 @@ func TestRedisRestart(t *testing.T) {
 		t.Logf("switched to local because of: %v", s[0].cause)
 	}
 
-	// The restarted server kept nothing: each bucket is empty again, and
-	// limits again.
+	// The restarted server kept nothing, but each limiter saw its bucket
+	// full for the next hour: the first call writes it back full, and
+	// nothing passes.
 	for name, lim := range map[string]*Limiter{"plain": plain, "fallback": fb} {
-		n := 0
-		for ; n < 20; n++ {
-			ok, err := lim.TryAcquire(ctx, 1)
-			if err != nil {
-				t.Fatalf("%s after the restart: %v", name, err)
-			}
-			if !ok {
-				break
-			}
+		if ok, err := lim.TryAcquire(ctx, 1); ok || err != nil {
+			t.Errorf("%s after the restart: TryAcquire(1) = %v, %v; want false, the bucket restored full", name, ok, err)
 		}
-		if n != 10 {
-			t.Errorf("%s admitted %d after the restart; want 10", name, n)
-		}
+	}
+}
+
+// TestStateLoss loses the key while callers hold reservations, by a flush
+// and by a restart without persistence, and checks that no burst passes on
+// top of them: the limiter that saw the bucket writes it back full, and
+// behind the reservations it knows of. The periods are long, so that the
+// checks hold however long the restart takes.
+func TestStateLoss(t *testing.T) {
+	for _, loss := range []string{"flush", "restart"} {
+		t.Run(loss, func(t *testing.T) {
+			srv := newRedisServer(t)
+			rdb := redis.NewClient(&redis.Options{Addr: srv.addr(), ContextTimeoutEnabled: true})
+			defer rdb.Close()
+			ctx := context.Background()
+			lim := New(rdb, "calls", 2, 2*time.Minute) // a unit a minute
+			if ok, err := lim.TryAcquire(ctx, 2); !ok || err != nil {
+				t.Fatalf("TryAcquire(2) = %v, %v", ok, err)
+			}
+			wctx, cancel := context.WithCancel(ctx)
+			var wg sync.WaitGroup
+			defer func() {
+				cancel()
+				returns(t, wg.Wait)
+			}()
+			for range 3 { // turns at 1, 2 and 3 minutes
+				wg.Go(func() {
+					if err := lim.Acquire(wctx, 1); !errors.Is(err, context.Canceled) {
+						t.Errorf("waiter returned %v; want context.Canceled when the test ends", err)
+					}
+				})
+			}
+			for lv, _ := lim.Level(ctx); lv < 4.5; lv, _ = lim.Level(ctx) {
+				time.Sleep(time.Millisecond) // until the reservations are in
+			}
+
+			switch loss {
+			case "flush":
+				if err := rdb.FlushAll(ctx).Err(); err != nil {
+					t.Fatal(err)
+				}
+			case "restart":
+				srv.stop()
+				srv.start()
+			}
+			if n := rdb.Exists(ctx, "calls").Val(); n != 0 {
+				t.Fatal("the key survived")
+			}
+
+			if ok, err := lim.TryAcquire(ctx, 0.001); ok || err != nil {
+				t.Errorf("TryAcquire(0.001) after the %s = %v, %v; want false", loss, ok, err)
+			}
+			if lv, err := lim.Level(ctx); lv < 4.5 || err != nil {
+				t.Errorf("Level after the %s = %v, %v; want about 5, as before it", loss, lv, err)
+			}
+			// A newcomer's turn comes after the three held ones, at 4
+			// minutes: a deadline a minute later cannot be met.
+			dctx, cancel2 := context.WithTimeout(ctx, time.Minute)
+			defer cancel2()
+			var de *ratelimit.DeadlineError
+			if err := lim.Acquire(dctx, 1); !errors.As(err, &de) || de.Wait < 3*time.Minute {
+				t.Errorf("Acquire after the %s = %v; want a DeadlineError with a wait past the 3 minutes the waiters hold", loss, err)
+			}
+		})
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -12,32 +13,66 @@ import (
 // to a key goes through it, so that each operation is one atomic step at the
 // server, timed by the server's clock.
 //
-// The key holds three big-endian float64s, packed by Lua's struct library
+// The key holds five big-endian float64s, packed by Lua's struct library
 // (unpacking them costs the server less than parsing text): e, the server
 // second that times are counted from; t, the tat (the time at which the
-// bucket will be empty) in whole nanoseconds since e; and u, the number of
-// nanoseconds per unit that t was written with. Times are counted from e
-// rather than from 1970 so that they stay exact in Lua's float64 numbers: e
-// moves forward once it is a day old. The key expires when the bucket has
-// drained, and a missing key reads as an empty bucket.
+// bucket will be empty) in whole nanoseconds since e; u, the number of
+// nanoseconds per unit that t was written with; pause, the end of the
+// pause in progress in nanoseconds since e (nothing is admitted before
+// it); and n, the nonce of the reservation that the tat rests on last, or
+// 0 if it rests on another operation. Times are counted from e rather than
+// from 1970 so that they stay exact in Lua's float64 numbers: e moves
+// forward once it is a day old. The key expires when the bucket has
+// drained and the pause has ended.
+//
+// A missing key is an empty bucket, unless the caller saw it hold one that
+// should not have drained yet: then Redis lost it (a restart without
+// persistence, a flush, an eviction, a failover to a replica that missed
+// the write), and the script writes it back full, and behind the time the
+// caller saw it reach, so that the units taken before the loss, and the
+// turns that waiting callers hold, still count.
 //
 // Arguments:
 //
 //	ARGV[1]  the operation: take, check, reserve, cancel, pause or level
 //	ARGV[2]  the caller's nanoseconds per unit ("%.17g")
 //	ARGV[3]  the caller's period in nanoseconds
-//	ARGV[4]  take, check, reserve, cancel: the cost in nanoseconds;
+//	ARGV[4]  the time until which the caller last saw the key hold a
+//	         bucket, in server microseconds since 1970, or 0
+//	ARGV[5]  take, check, reserve, cancel: the cost in nanoseconds;
 //	         pause: the length of the pause in nanoseconds
-//	ARGV[5]  reserve: the longest wait the caller accepts in nanoseconds, or
-//	         -1 for no limit; cancel: the value its reservation stored
+//	ARGV[6]  reserve: the time left before the caller's deadline in
+//	         nanoseconds (a wait must end before it), or -1 for no limit;
+//	         cancel: the reservation's nonce;
+//	         pause: the cost of one unit (of the capacity, if less)
+//	ARGV[7]  reserve: the reservation's nonce, an integer in [1, 2^53);
+//	         cancel: the nonce it replaced
 //
 // A caller whose nanoseconds per unit differ from the key's first rescales
 // the key to its own, keeping the level in units, as Limiter.SetRate does.
 //
-// Replies: take and check 1 or 0; reserve {1, wait, value} when it reserved
-// (the wait may be <= 0: admitted now) or {0, wait} when the wait exceeds the
-// limit; cancel 1 if it gave the reservation back; pause 1; level the level
-// in units as a string, since Redis truncates Lua numbers to integers.
+// Every reply starts with the server's time in microseconds since 1970 and
+// the time until which the key holds the bucket, in microseconds since 1970
+// rounded up, or 0 if it holds none. Then: take and check 1 or 0; reserve 1,
+// the wait, and the nonce it replaced when it reserved (the wait may be <=
+// 0: admitted now), or 0 and the wait when the wait is not below the limit;
+// cancel 1 if it gave the reservation back, else 0; pause 0; level the
+// level in units as a string, since Redis truncates Lua numbers to
+// integers.
+//
+// A reservation is given back only while the key still holds its nonce:
+// then no later change depends on it, since every other change to the tat
+// replaces the nonce (moving the epoch changes no time, and keeps it).
+// Giving it back restores the nonce it replaced, so that the reservation
+// before it can be given back in turn, and a cancel that runs twice (as
+// go-redis runs a command again after a lost reply) gives back nothing
+// the second time, even if a reservation of the same cost has since
+// brought the tat back to where it was.
+//
+// Rescaling rounds the tat up, as every other rounding here does: the
+// bucket may look fuller than it is, never emptier. Between two whole
+// numbers of nanoseconds per unit it is exact, as ratelimit's is, while
+// lead*u/gcd(u, su) stays below 2^53 (lead is the tat's lead on now).
 //
 // The script calls TIME before writing, which Redis allows since 3.2 with
 // effects replication (always on since 7.0). It is written for the server's
@@ -46,91 +81,105 @@ import (
 const bucketSource = `
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]
-local op, u = ARGV[1], tonumber(ARGV[2])
-local period, arg = tonumber(ARGV[3]), tonumber(ARGV[4])
+local op, u, period = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local seen, arg = tonumber(ARGV[4]), tonumber(ARGV[5])
 
 local clock = redis.call('TIME')
 local sec, usec = tonumber(clock[1]), tonumber(clock[2])
 
 local cur = redis.call('GET', key)
-local e, t, su = sec, 0, u
+local e, t, su, pause, n = sec, 0, u, 0, 0
+local now = usec * 1000
+-- dirty says the bucket must be stored: it changed, or its epoch moved, or
+-- it was rescaled to the caller's rate, or it was lost.
+local dirty = false
 if cur then
-  if #cur ~= 24 then
+  if #cur ~= 40 then
     return redis.error_reply('ERR redisbucket: key ' .. key .. ' does not hold a bucket')
   end
-  e, t, su = struct.unpack('>ddd', cur)
+  e, t, su, pause, n = struct.unpack('>ddddd', cur)
+  now = (sec - e) * 1e9 + now
+elseif seen - sec * 1e6 - usec > 2000 then
+  -- The caller saw the key hold a bucket until more than 2ms from now (the
+  -- key may expire up to a millisecond early, as PX counts from the start
+  -- of the script in whole milliseconds): it was lost. It comes back full,
+  -- and no earlier than the caller saw it end.
+  t, dirty = math.max(now + period, (seen - sec * 1e6) * 1000), true
 end
-local now = (sec - e) * 1e9 + usec * 1000
 -- The key outlives the drain by up to this many milliseconds, since PX
 -- counts whole ones.
 local linger = 1
 
--- A reservation is given back only while the key still holds what it
--- stored: then no later change depends on it.
-if op == 'cancel' then
-  if cur ~= ARGV[5] then return 0 end
-  t = t - arg
-  if t > now then
-    redis.call('SET', key, struct.pack('>ddd', e, t, su), 'PX', math.floor((t - now) / 1e6) + linger)
-  else
-    redis.call('DEL', key)
-  end
-  return 1
-end
-
--- dirty says the bucket must be stored: it changed, or its epoch moved, or
--- it was rescaled to the caller's rate.
-local dirty = false
 if now >= 86400e9 then
-  t = t - (sec - e) * 1e9
+  local shift = (sec - e) * 1e9
+  t, pause = t - shift, pause - shift
   e, now = sec, usec * 1000
   dirty = true
 end
 if su ~= u then
   if t > now then
-    t = now + math.floor(math.min((t - now) / su * u + 0.5, 72057594037927936))
+    -- The units stay: the tat moves to lead * u / su past now, rounded up,
+    -- exactly when u and su are whole numbers (reduced by their greatest
+    -- common divisor) and the product is below 2^53.
+    local lead, a, b = t - now, u, su
+    local r
+    if a < 2^53 and b < 2^53 and a == math.floor(a) and b == math.floor(b) then
+      local x, y = a, b
+      while y > 0 do x, y = y, x % y end
+      a, b = a / x, b / x
+      if lead * a < 2^53 then
+        r = math.ceil(lead * a / b)
+        if r * b < lead * a then r = r + 1 end
+      end
+    end
+    if not r then r = math.ceil(lead / su * u * (1 + 2^-50)) end
+    t = now + math.min(r, 2^56)
   end
-  su, dirty = u, true
+  su, n, dirty = u, 0, true
 end
 
-local res, v
+local res, wait, prev = 0, 0, 0
 if op == 'take' or op == 'check' then
   local tat = math.max(t, now) + arg
-  res = 0
-  if tat - now <= period then
+  if now >= pause and tat - now <= period then
     res = 1
-    if op == 'take' then t, dirty = tat, true end
+    if op == 'take' then t, n, dirty = tat, 0, true end
   end
 elseif op == 'reserve' then
   local tat = math.max(t, now) + arg
-  local wait = tat - period - now
-  local limit = tonumber(ARGV[5])
-  if wait > 0 and limit >= 0 and wait > limit then
-    res = {0, wait}
-  else
-    t, dirty = tat, true
-    res = {1, wait, ''}
+  local limit = tonumber(ARGV[6])
+  wait = math.max(tat - period, pause) - now
+  if wait <= 0 or limit < 0 or wait < limit then
+    t, prev, n, dirty, res = tat, n, tonumber(ARGV[7]), true, 1
+  end
+elseif op == 'cancel' then
+  if n ~= 0 and n == tonumber(ARGV[6]) then
+    t, n, dirty, res = t - arg, tonumber(ARGV[7]), true, 1
   end
 elseif op == 'pause' then
-  local nt = now + period + arg
-  if nt > t then t, dirty = nt, true end
-  res = 1
+  local nu = now + arg
+  local nt = nu + period - tonumber(ARGV[6])
+  if nt > t then t, n, dirty = nt, 0, true end
+  if nu > pause then pause, dirty = nu, true end
 elseif op == 'level' then
   res = string.format('%.17g', math.max(t - now, 0) / u)
 else
   return redis.error_reply('ERR redisbucket: unknown operation ' .. tostring(op))
 end
--- Store the bucket, or delete the key once the bucket has drained.
+-- Store the bucket, or delete the key once the bucket has drained and the
+-- pause has ended.
+local keep = math.max(t, pause)
 if dirty then
-  if t > now then
-    v = struct.pack('>ddd', e, t, su)
-    redis.call('SET', key, v, 'PX', math.floor((t - now) / 1e6) + linger)
-    if op == 'reserve' then res[3] = v end
+  if keep > now then
+    redis.call('SET', key, struct.pack('>ddddd', e, t, su, pause, n), 'PX', math.floor((keep - now) / 1e6) + linger)
   elseif cur then
     redis.call('DEL', key)
   end
 end
-return res
+local held = 0
+if keep > now then held = e * 1e6 + math.ceil(keep / 1000) end
+if op == 'reserve' then return {sec * 1e6 + usec, held, res, wait, prev} end
+return {sec * 1e6 + usec, held, res}
 `
 
 // The script's operations.
@@ -146,28 +195,72 @@ const (
 var bucketScript = redis.NewScript(bucketSource)
 
 // noLimit is the reserve argument for a caller without a deadline.
-const noLimit = "-1"
+const noLimit = -1
 
 // run runs the script on the limiter's key with the arguments of one
 // operation, within ctx and the limiter's timeout: one round trip once the
-// server has cached the script, two the first time.
-func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) (any, error) {
+// server has cached the script, two the first time. It remembers what the
+// reply says of the key (see sighting), and returns the rest of the reply.
+func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([]any, error) {
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
-	argv := make([]any, 0, 5+2)
-	argv = append(argv, op, p.unit, p.periodArg)
+	argv := make([]any, 0, 7+2)
+	argv = append(argv, op, p.unit, p.periodArg, l.seen.until())
 	argv = append(argv, args...)
 	if l.serverTime != nil {
 		argv = append(argv, l.serverTime()...)
 	}
-	return l.script.Run(ctx, l.rdb, []string{l.key}, argv...).Result()
+	v, err := l.script.Run(ctx, l.rdb, []string{l.key}, argv...).Result()
+	if err != nil {
+		return nil, err
+	}
+	s, ok := v.([]any)
+	if !ok || len(s) < 3 {
+		return nil, &replyError{v}
+	}
+	at, ok1 := s[0].(int64)
+	until, ok2 := s[1].(int64)
+	if !ok1 || !ok2 {
+		return nil, &replyError{v}
+	}
+	l.seen.record(at, until)
+	return s[2:], nil
 }
 
-// reservation is the reply of a reserve.
+// A sighting is what a Limiter last learned of its key from Redis: until
+// when the key holds the bucket. The script writes a missing key back full
+// if a caller saw it hold a bucket that should not have drained yet.
+//
+// Each process knows only what its own replies said; nothing of it is in
+// Redis, which is what may lose the key.
+type sighting struct {
+	mu  sync.Mutex
+	at  int64 // the server's time of the latest reply, in µs since 1970
+	end int64 // until when it said the key holds the bucket, µs since 1970; 0 if not at all
+}
+
+// record keeps what a reply said, unless a reply of a later server time was
+// recorded already.
+func (s *sighting) record(at, end int64) {
+	s.mu.Lock()
+	if at >= s.at {
+		s.at, s.end = at, end
+	}
+	s.mu.Unlock()
+}
+
+func (s *sighting) until() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.end
+}
+
+// reservation is a reserve's nonce and its reply.
 type reservation struct {
 	ok    bool
-	wait  int64  // nanoseconds from the server's now to the caller's turn
-	token string // the value it stored, for cancel; "" if none
+	wait  int64 // nanoseconds from the server's now to the caller's turn
+	nonce int64 // the reservation's, which cancel names
+	prev  int64 // the nonce it replaced, which cancel restores
 }
 
 // replyError reports a reply the limiter cannot read: Redis answered, so
@@ -176,39 +269,35 @@ type replyError struct{ reply any }
 
 func (e *replyError) Error() string { return fmt.Sprintf("unexpected reply %v", e.reply) }
 
-func parseReservation(v any) (reservation, error) {
-	s, ok := v.([]any)
-	if !ok || len(s) < 2 {
-		return reservation{}, &replyError{v}
+func parseReservation(s []any, nonce int64) (reservation, error) {
+	if len(s) < 3 {
+		return reservation{}, &replyError{s}
 	}
 	status, ok1 := s[0].(int64)
 	wait, ok2 := s[1].(int64)
-	if !ok1 || !ok2 {
-		return reservation{}, &replyError{v}
+	prev, ok3 := s[2].(int64)
+	if !ok1 || !ok2 || !ok3 {
+		return reservation{}, &replyError{s}
 	}
-	r := reservation{ok: status == 1, wait: wait}
-	if r.ok && len(s) > 2 {
-		r.token, _ = s[2].(string)
-	}
-	return r, nil
+	return reservation{ok: status == 1, wait: wait, nonce: nonce, prev: prev}, nil
 }
 
-func parseBool(v any) (bool, error) {
-	n, ok := v.(int64)
+func parseBool(s []any) (bool, error) {
+	n, ok := s[0].(int64)
 	if !ok {
-		return false, &replyError{v}
+		return false, &replyError{s}
 	}
 	return n == 1, nil
 }
 
-func parseLevel(v any) (float64, error) {
-	s, ok := v.(string)
+func parseLevel(s []any) (float64, error) {
+	str, ok := s[0].(string)
 	if !ok {
-		return 0, &replyError{v}
+		return 0, &replyError{s}
 	}
-	f, err := strconv.ParseFloat(s, 64)
+	f, err := strconv.ParseFloat(str, 64)
 	if err != nil {
-		return 0, &replyError{v}
+		return 0, &replyError{s}
 	}
 	return f, nil
 }
