@@ -59,8 +59,21 @@ const cacheLine = 64
 type params struct {
 	rate
 	epoch time.Time // time 0 of the ticks in the state word
-	until int64     // ticks since the epoch before which nothing is admitted
-	_     [cacheLine]byte
+
+	// Blocks, in nanoseconds since the epoch (0 for none), which may lie
+	// further ahead than ticks can count: the end of a pause, and the time
+	// at which a bucket left over-full by SetRate has drained to full.
+	// Nothing is admitted before blockNs, the later of the two; from then
+	// on the bucket holds at least floor ticks (floorOff past blockNs):
+	// one unit short of full at the end of a pause, full at fullNs.
+	// overUnits is the level of an over-full bucket at the epoch, which
+	// fullNs is worked out from (and SetRate converts, exactly enough).
+	pauseNs, fullNs, blockNs int64
+	overUnits                float64
+	fullCut                  bool // fullNs was cut to maxFullNs
+	floor, floorOff          int64
+
+	_ [cacheLine]byte
 
 	// state is the bucket: when it will be empty, in ticks since epoch,
 	// with flag bits (see the state word constants). The fast paths read
@@ -86,29 +99,90 @@ const (
 func tatOf(w uint64) int64  { return int64(w >> tatShift) }
 func pack(tat int64) uint64 { return uint64(tat) << tatShift }
 
+// noFloor is the floor of params without blocks: below any tat.
+const noFloor = math.MinInt64 / 4
+
+// maxFullNs is the longest an over-full bucket blocks: about 146 years.
+const maxFullNs = 1 << 62
+
+// overAt returns the units in an over-full bucket at ns, before fullNs,
+// rounded up: from fullNs, which is exact, unless the level is too high
+// for it to count.
+func (p *params) overAt(ns int64) float64 {
+	if !p.fullCut {
+		return p.maxRate + float64(p.fullNs-ns)/float64(p.period)*p.maxRate
+	}
+	return p.overUnits - float64(ns)/float64(p.period)*p.maxRate
+}
+
 // newParams returns params for r from epoch on, with their bucket empty
-// at tat and nothing admitted before until, frozen.
-func newParams(r rate, epoch time.Time, tat, until int64) *params {
-	p := &params{rate: r, epoch: epoch, until: until}
+// at tat, paused until pauseNs, and over-full until fullNs holding
+// overUnits at the epoch (fullNs 0: work it out from overUnits, if that is
+// above the capacity), frozen.
+func newParams(r rate, epoch time.Time, tat, pauseNs, fullNs int64, overUnits float64) *params {
+	p := &params{rate: r, epoch: epoch, pauseNs: pauseNs, floor: noFloor, floorOff: noFloor}
+	if fullNs == 0 && overUnits > r.maxRate {
+		// When it will have drained to full, rounded up; a level that
+		// takes longer than about 146 years to drain blocks that long.
+		ns := (overUnits - r.maxRate) / r.maxRate * float64(r.period) * (1 + 0x1p-50)
+		fullNs = int64(min(math.Ceil(ns), maxFullNs))
+		p.fullCut = fullNs == maxFullNs
+	}
+	if fullNs > 0 {
+		p.fullNs, p.overUnits = fullNs, overUnits
+	}
+	p.blockNs = max(pauseNs, p.fullNs)
+	if pauseNs > 0 {
+		p.floorOff = max(p.floorOff, satMul(pauseNs-p.blockNs, r.scale)+r.capacity-r.cost(min(1, r.maxRate)))
+	}
+	if fullNs > 0 {
+		p.floorOff = max(p.floorOff, satMul(fullNs-p.blockNs, r.scale)+r.capacity)
+	}
+	if p.blockNs > 0 {
+		p.floor = satAdd(satMul(p.blockNs, r.scale), p.floorOff)
+	}
 	p.state.Store(pack(tat) | frozenBit)
 	return p
 }
 
-// now returns the time now in ticks since the epoch, and false if the
-// epoch must move first: the clock went back before it, or far past it.
-// It asks c for Since rather than Now: on the real clock, that reads only
-// the monotonic clock, which costs half as much.
-func (p *params) now(c clock.Clock) (int64, bool) {
-	d := int64(c.Since(p.epoch))
-	if d < 0 || d >= p.rebaseAfter {
-		return 0, false
+// endedFloor returns the floor that the blocks ended by ns leave: at least
+// one unit short of full from the end of a pause, full from fullNs.
+func (p *params) endedFloor(ns int64) int64 {
+	f := int64(noFloor)
+	if p.pauseNs > 0 && p.pauseNs <= ns {
+		f = satMul(p.pauseNs, p.scale) + p.capacity - p.cost(min(1, p.maxRate))
 	}
-	return d * p.scale, true
+	if p.fullNs > 0 && p.fullNs <= ns {
+		f = max(f, satMul(p.fullNs, p.scale)+p.capacity)
+	}
+	return f
 }
 
-// nanos returns a time in ticks since the epoch in whole nanoseconds,
-// rounded up: a timer set then does not fire before it.
-func (p *params) nanos(ticks int64) time.Duration { return time.Duration(ceilDiv(ticks, p.scale)) }
+// now returns the time now in nanoseconds and in ticks since the epoch, and
+// false if the epoch must move first: the clock went back before it, or
+// far past it. It asks c for Since rather than Now: on the real clock,
+// that reads only the monotonic clock, which costs half as much.
+func (p *params) now(c clock.Clock) (ns, ticks int64, ok bool) {
+	d := int64(c.Since(p.epoch))
+	if d < 0 || d >= p.rebaseAfter {
+		return 0, 0, false
+	}
+	return d, d * p.scale, true
+}
+
+// level returns the level in units at now (ns and ticks), the state's tat
+// given: with the floor of a block, or what a block ahead holds back.
+func (p *params) level(tat, ns, now int64) float64 {
+	l := float64(max(tat-now, 0))
+	if p.blockNs > 0 {
+		l = max(l, float64(p.blockNs-ns)*float64(p.scale)+float64(p.floorOff))
+	}
+	l /= p.unit
+	if ns < p.fullNs {
+		l = max(l, p.overAt(ns))
+	}
+	return l
+}
 
 // New returns a limiter with a bucket of maxRate units that drains in
 // period: it admits bursts of up to maxRate units, and maxRate units per
@@ -136,7 +210,7 @@ func New(maxRate float64, period time.Duration, opts ...Option) *Limiter {
 		o.clock = clock.New()
 	}
 	l := &Limiter{clock: o.clock}
-	p := newParams(r, o.clock.Now(), 0, 0)
+	p := newParams(r, o.clock.Now(), 0, 0, 0, 0)
 	p.state.Store(0)
 	l.cur.Store(p)
 	return l
@@ -155,13 +229,13 @@ func (l *Limiter) Period() time.Duration { return l.cur.Load().period }
 func (l *Limiter) Level() float64 {
 	p := l.cur.Load()
 	w := p.state.Load()
-	now, ok := p.now(l.clock)
-	if !ok {
+	ns, now, ok := p.now(l.clock)
+	if !ok || now < l.seen.Load() {
 		p, now = l.lock()
-		w = p.state.Load()
+		ns, w = now/p.scale, p.state.Load()
 		l.unlock()
 	}
-	return float64(max(tatOf(w)-now, 0)) / p.unit
+	return p.level(tatOf(w), ns, now)
 }
 
 // Waiting returns the number of callers queued in Acquire.
@@ -192,11 +266,11 @@ func (l *Limiter) attempt(amount float64, take bool) (int, error) {
 	if err := checkAmount(amount, p.maxRate); err != nil {
 		return refused, err
 	}
-	now, ok := p.now(l.clock)
+	ns, now, ok := p.now(l.clock)
 	if !ok || now < l.seen.Load() {
 		return locked, nil
 	}
-	if now < p.until {
+	if ns < p.blockNs {
 		return refused, nil
 	}
 	cost := p.cost(amount)
@@ -208,7 +282,7 @@ func (l *Limiter) attempt(amount float64, take bool) (int, error) {
 		if w&frozenBit != 0 {
 			return locked, nil // SetRate, Pause or a waiter is at work: let it finish
 		}
-		tat := max(tatOf(w), now) + cost
+		tat := max(tatOf(w), now, p.floor) + cost
 		if tat-now > p.capacity {
 			return refused, nil
 		}
@@ -244,10 +318,10 @@ func (l *Limiter) check(amount float64, take bool) bool {
 	}
 	p, now := l.lock()
 	defer l.unlock()
-	if checkAmount(amount, p.maxRate) != nil || !l.q.empty() || now < p.until {
+	if checkAmount(amount, p.maxRate) != nil || !l.q.empty() || now/p.scale < p.blockNs {
 		return false
 	}
-	tat := max(l.tat(p), now) + p.cost(amount)
+	tat := max(l.tat(p), now, p.floor) + p.cost(amount)
 	if tat-now > p.capacity {
 		return false
 	}
@@ -309,28 +383,27 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 		l.unlock()
 		return err
 	}
-	cost := p.cost(amount)
-	tat := max(l.tat(p), now)
-	if l.q.empty() && now >= p.until && tat+cost-now <= p.capacity {
-		setTat(p, tat+cost)
-		l.unlock()
-		return nil
+	ns, cost := now/p.scale, p.cost(amount)
+	if l.q.empty() && ns >= p.blockNs {
+		if tat := max(l.tat(p), now, p.floor) + cost; tat-now <= p.capacity {
+			setTat(p, tat)
+			l.unlock()
+			return nil
+		}
 	}
+	due := l.due(p, now, cost)
 	if deadline, ok := ctx.Deadline(); ok {
-		// The queue ahead drains in order, so the caller is due when the
-		// bucket has room for everything queued, plus amount.
-		due := max(satAdd(tat+cost-p.capacity, l.q.queuedCost()), p.until, now)
-		wait := p.nanos(due) - p.nanos(now)
-		if remaining := deadline.Sub(p.epoch.Add(p.nanos(now))); remaining <= wait {
+		wait := time.Duration(due - ns)
+		if remaining := deadline.Sub(p.epoch.Add(time.Duration(ns))); remaining <= wait {
 			l.unlock()
 			return &DeadlineError{Amount: amount, Wait: wait, Remaining: remaining}
 		}
 	}
 	done := ctx.Done()
-	seq, ch := l.q.push(amount, cost, done)
+	seq, ch := l.q.push(amount, cost, cost > p.capacity-p.scale, done)
 	watch := l.join(ctx, seq)
 	if l.q.live == 1 {
-		l.arm(p, now, max(tat+cost-p.capacity, p.until))
+		l.arm(p, ns, due)
 	}
 	l.unlock()
 
@@ -355,37 +428,113 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 	return <-ch // the cancellation, or a result that came first
 }
 
-// satAdd returns a+b for b >= 0, saturating.
-func satAdd(a, b int64) int64 {
-	if a > math.MaxInt64-b {
-		return math.MaxInt64
+// due returns when, in nanoseconds since the epoch, a newcomer that costs
+// cost would be admitted behind the queue as it stands, as process will
+// admit it: each waiter in turn, on the first whole nanosecond at which it
+// fits, and not before the blocks end. It requires lock.
+//
+// It counts from origin, the later of now and the end of the blocks, in
+// ticks relative to origin, so that a block further ahead than ticks can
+// count needs no more than the floor past its end.
+func (l *Limiter) due(p *params, now, cost int64) int64 {
+	ns := now / p.scale
+	origin := max(ns, p.blockNs)
+	var t int64 // the tat, in ticks after origin
+	if origin == ns {
+		t = max(l.tat(p), p.floor) - now
+	} else {
+		t = max(satSub(l.tat(p), satMul(p.blockNs, p.scale)), p.floorOff)
 	}
-	return a + b
+	t = max(t, 0)
+	if l.q.nearFull == 0 {
+		// No waiter fills the bucket to within a nanosecond, so none finds
+		// it empty: their costs add up.
+		t = satAdd(t, l.q.queuedCost())
+	} else {
+		// A waiter that fills the bucket leaves it empty until the whole
+		// nanosecond it is admitted on: follow the queue.
+		var at int64 // nanoseconds after origin
+		for s := range l.q.waiters() {
+			at = max(at, ceilDiv(max(t+s.cost-p.capacity, 0), p.scale))
+			t = max(t, satMul(at, p.scale)) + s.cost
+		}
+		return origin + max(at, ceilDiv(max(t+cost-p.capacity, 0), p.scale))
+	}
+	return origin + ceilDiv(max(t+cost-p.capacity, 0), p.scale)
+}
+
+// satAdd returns a+b, saturating; satSub returns a-b, saturating; satMul
+// returns a*b for b > 0, saturating.
+func satAdd(a, b int64) int64 {
+	c := a + b
+	if (c > a) != (b > 0) {
+		if b > 0 {
+			return math.MaxInt64
+		}
+		return math.MinInt64
+	}
+	return c
+}
+
+func satSub(a, b int64) int64 {
+	if b == math.MinInt64 {
+		return satAdd(satAdd(a, math.MaxInt64), 1)
+	}
+	return satAdd(a, -b)
+}
+
+func satMul(a, b int64) int64 {
+	switch {
+	case a > math.MaxInt64/b:
+		return math.MaxInt64
+	case a < math.MinInt64/b:
+		return math.MinInt64
+	}
+	return a * b
 }
 
 // SetRate changes the capacity and the period, at once and for the callers
 // already waiting too. The units in the bucket stay there and drain at the
 // new rate from now on; a bucket left above the new capacity just drains
-// before admitting again. A Pause in progress goes on as it was. Waiters
-// whose amount exceeds the new capacity return ErrExceedsCapacity at once,
-// wherever they stand in the queue. SetRate panics on the values New
-// refuses, and then changes nothing.
+// before admitting again. A Pause in progress keeps its end, and ends as
+// a pause does at the new rate: one unit fits, then the steady rate.
+// Waiters whose amount exceeds the new capacity return ErrExceedsCapacity
+// at once, wherever they stand in the queue. SetRate panics on the values
+// New refuses, and then changes nothing.
 func (l *Limiter) SetRate(maxRate float64, period time.Duration) {
 	r := newRate("SetRate", maxRate, period)
 	p, now := l.lock()
+	ns := now / p.scale
 	// The epoch moves to now, in the new ticks. The units in the bucket
-	// keep their number; a pause is time, and keeps its length.
-	tat := convert(l.tat(p)-now, &p.rate, &r, r.capacity+pauseTicks)
-	var until int64
-	if p.until > now {
-		until = min(int64(p.nanos(p.until-now)), int64(r.maxPause)) * r.scale
+	// keep their number; a pause is time, and keeps its end.
+	var tat int64
+	var over float64
+	if ns < p.fullNs {
+		tat, over = overfull(p.overAt(ns), &r)
+	} else {
+		rem := max(l.tat(p), now, p.endedFloor(ns)) - now
+		limit := r.capacity + spanTicks
+		if tat = convert(rem, &p.rate, &r, limit); tat >= limit {
+			tat, over = overfull(float64(rem)/p.unit, &r)
+		}
 	}
-	np := newParams(r, p.epoch.Add(p.nanos(now)), tat, until)
+	np := newParams(r, p.epoch.Add(time.Duration(ns)), tat, max(p.pauseNs-ns, 0), 0, over)
 	l.cur.Store(np)
 	l.seen.Store(0)
 	l.reprice(&np.rate)
 	l.process(np, 0)
 	l.unlock()
+}
+
+// overfull returns the state of a bucket holding units at rate r: a tat,
+// or, for a level that would take longer to drain than ticks can count,
+// the units, for newParams.
+func overfull(units float64, r *rate) (tat int64, over float64) {
+	units *= 1 + 0x1p-50 // the units come rounded: count a little more
+	if x := units * r.unit; x < float64(r.capacity+spanTicks) {
+		return ceilProduct(units, r.unit), 0
+	}
+	return 0, units
 }
 
 // reprice charges the waiters at rate r, and fails at once those whose
@@ -404,11 +553,12 @@ func (l *Limiter) reprice(r *rate) {
 			l.left(gone, seq)
 		}
 	}
-	q.costHi, q.costLo = 0, 0
+	q.costHi, q.costLo, q.nearFull = 0, 0, 0
 	for i := range q.n {
 		if s := &q.buf[(q.head+i)%len(q.buf)]; s.ch != nil {
 			s.cost = r.cost(s.amount)
-			q.addCost(s.cost)
+			s.nearFull = s.cost > r.capacity-r.scale
+			q.add(s)
 		}
 	}
 }
@@ -422,17 +572,21 @@ func (l *Limiter) reprice(r *rate) {
 // 429 took its unit, so on that limiter the next one still waits its
 // minute), and a pause never shortens one in progress. Waiters keep their
 // places. Pause with d <= 0 does nothing; pauses longer than about 417 days
-// are cut to that (to about 6 days, for the rare rates whose unit is not a
-// whole number of nanoseconds).
+// are cut to that.
 func (l *Limiter) Pause(d time.Duration) {
 	if d <= 0 {
 		return
 	}
 	p, now := l.lock()
-	until := now + int64(min(d, p.maxPause))*p.scale
-	setTat(p, max(l.tat(p), until+p.capacity-p.cost(min(1, p.maxRate))))
-	if until > p.until {
-		np := newParams(p.rate, p.epoch, l.tat(p), until)
+	ns := now / p.scale
+	if until := ns + int64(min(d, maxPeriod)); until > p.pauseNs {
+		// Blocks that have ended leave their floor in the tat.
+		tat, fullNs := max(l.tat(p), p.endedFloor(ns)), p.fullNs
+		if fullNs <= ns {
+			fullNs = 0
+		}
+		np := newParams(p.rate, p.epoch, tat, until, fullNs, p.overUnits)
+		np.fullCut = fullNs > 0 && p.fullCut
 		l.cur.Store(np)
 		p = np
 	}
@@ -441,8 +595,8 @@ func (l *Limiter) Pause(d time.Duration) {
 }
 
 // lock takes mu and freezes the state word, moving the epoch if the clock
-// has gone far past it or back before it. It returns the params and the
-// time now.
+// has gone far past it or back before the time mu was last taken. It
+// returns the params and the time now, in ticks.
 func (l *Limiter) lock() (*params, int64) {
 	l.mu.Lock()
 	p := l.cur.Load()
@@ -452,7 +606,7 @@ func (l *Limiter) lock() (*params, int64) {
 			break
 		}
 	}
-	now, ok := p.now(l.clock)
+	_, now, ok := p.now(l.clock)
 	if !ok || now < l.seen.Load() {
 		p, now = l.rebase(p), 0
 	}
@@ -470,20 +624,32 @@ func (l *Limiter) lock() (*params, int64) {
 // the time that has passed since, never looser.
 func (l *Limiter) rebase(p *params) *params {
 	d := int64(l.clock.Since(p.epoch))
+	epoch := l.clock.Now()
 	tat, seen := l.tat(p), l.seen.Load()
-	var shift int64
+	var shift, shiftNs int64 // in ticks, and in nanoseconds for the blocks
 	switch {
-	case d > math.MaxInt64/p.scale:
-		shift = math.MaxInt64
-	case d >= 0 && d*p.scale >= seen:
-		shift = d * p.scale
+	case d >= 0 && satMul(d, p.scale) >= seen:
+		shift, shiftNs = satMul(d, p.scale), d
 	case tat == l.seenTat:
 		shift = seen
 	default:
 		shift = max(tat-p.capacity, seen)
 	}
-	np := newParams(p.rate, p.epoch.Add(time.Duration(d)), max(tat-shift, 0), max(p.until-shift, 0))
+	if shiftNs == 0 {
+		shiftNs = shift / p.scale // rounded down: blocks end no sooner
+	}
+	// Blocks that have ended by then leave their floor in the tat.
+	tat = max(tat, p.endedFloor(shiftNs))
+	fullNs := max(p.fullNs-shiftNs, 0)
+	if p.fullCut {
+		fullNs = 0 // work it out again, from the units
+	}
+	np := newParams(p.rate, epoch, max(satSub(tat, shift), 0), max(p.pauseNs-shiftNs, 0), fullNs, p.overAt(shiftNs))
 	l.cur.Store(np)
+	// The timer was set on the old epoch: set it again.
+	l.armed = false
+	l.seen.Store(0)
+	l.process(np, 0)
 	return np
 }
 
@@ -511,6 +677,7 @@ func setTat(p *params, tat int64) {
 // those that exceed the capacity, and sets the timer for the next one. It
 // requires lock.
 func (l *Limiter) process(p *params, now int64) {
+	ns := now / p.scale
 	for {
 		s, seq := l.q.front()
 		if s == nil {
@@ -528,13 +695,13 @@ func (l *Limiter) process(p *params, now int64) {
 			l.left(l.q.pop(err), seq)
 			continue
 		}
-		if now < p.until {
-			l.arm(p, now, p.until)
+		if ns < p.blockNs {
+			l.arm(p, ns, p.blockNs)
 			return
 		}
-		tat := max(l.tat(p), now) + s.cost
+		tat := max(l.tat(p), now, p.floor) + s.cost
 		if tat-now > p.capacity {
-			l.arm(p, now, tat-p.capacity)
+			l.arm(p, ns, ceilDiv(tat-p.capacity, p.scale))
 			return
 		}
 		setTat(p, tat)
@@ -542,14 +709,14 @@ func (l *Limiter) process(p *params, now int64) {
 	}
 }
 
-// arm sets the timer to run process at due, in ticks since the epoch. It
-// requires lock.
-func (l *Limiter) arm(p *params, now, due int64) {
-	at := p.epoch.Add(p.nanos(due))
+// arm sets the timer to run process at due, in nanoseconds since the
+// epoch. It requires lock.
+func (l *Limiter) arm(p *params, ns, due int64) {
+	at := p.epoch.Add(time.Duration(due))
 	if l.armed && at.Equal(l.timerAt) {
 		return
 	}
-	d := p.nanos(due) - p.nanos(now)
+	d := time.Duration(due - ns)
 	if l.timer == nil {
 		l.timer = l.clock.AfterFunc(d, l.fire)
 	} else {

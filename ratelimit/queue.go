@@ -1,6 +1,9 @@
 package ratelimit
 
-import "math/bits"
+import (
+	"iter"
+	"math/bits"
+)
 
 // queue is the FIFO of blocked Acquire calls. It is a ring of slots in which
 // every waiter keeps its place, numbered by a sequence number, so that a
@@ -16,6 +19,10 @@ type queue struct {
 	live    int    // waiters still waiting
 	costHi  uint64 // the sum of the live waiters' costs, in ticks,
 	costLo  uint64 // as a 128-bit number: it cannot overflow
+	// nearFull counts the live waiters whose cost is within a nanosecond
+	// of the capacity: admitted on a whole nanosecond, they may find the
+	// bucket empty, which the wait estimate must follow.
+	nearFull int
 }
 
 type slot struct {
@@ -23,9 +30,11 @@ type slot struct {
 	// A nil ch marks a tombstone: the waiter left.
 	ch     chan error
 	amount float64
-	cost   int64           // the ticks amount takes at the current rate
-	done   <-chan struct{} // the waiter's ctx.Done(), nil if it has none
-	w      *watcher        // the watcher of its context, if it shares one
+	cost   int64 // the ticks amount takes at the current rate
+	// nearFull says cost is within a nanosecond of the capacity.
+	nearFull bool
+	done     <-chan struct{} // the waiter's ctx.Done(), nil if it has none
+	w        *watcher        // the watcher of its context, if it shares one
 }
 
 // minShrink is the ring size above which an emptied queue frees its ring.
@@ -35,23 +44,39 @@ func (q *queue) empty() bool { return q.live == 0 }
 
 // push appends a waiter and returns its sequence number and the channel on
 // which it will get its result.
-func (q *queue) push(amount float64, cost int64, done <-chan struct{}) (uint64, chan error) {
+func (q *queue) push(amount float64, cost int64, nearFull bool, done <-chan struct{}) (uint64, chan error) {
 	if q.n == len(q.buf) {
 		q.grow()
 	}
 	ch := make(chan error, 1)
-	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, cost: cost, done: done}
+	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, cost: cost, nearFull: nearFull, done: done}
 	seq := q.headSeq + uint64(q.n)
 	q.n++
 	q.live++
-	q.addCost(cost)
+	q.add(&q.buf[(q.head+q.n-1)%len(q.buf)])
 	return seq, ch
 }
 
-func (q *queue) addCost(c int64) {
+// add counts the live waiter in s in the sums.
+func (q *queue) add(s *slot) {
 	var carry uint64
-	q.costLo, carry = bits.Add64(q.costLo, uint64(c), 0)
+	q.costLo, carry = bits.Add64(q.costLo, uint64(s.cost), 0)
 	q.costHi += carry
+	if s.nearFull {
+		q.nearFull++
+	}
+}
+
+// waiters yields the live waiters, front first. The queue must not change
+// meanwhile.
+func (q *queue) waiters() iter.Seq[*slot] {
+	return func(yield func(*slot) bool) {
+		for i := range q.n {
+			if s := &q.buf[(q.head+i)%len(q.buf)]; s.ch != nil && !yield(s) {
+				return
+			}
+		}
+	}
 }
 
 // queuedCost returns the sum of the live waiters' costs, at most 2^62.
@@ -112,6 +137,9 @@ func (q *queue) leave(s *slot, err error) {
 	var borrow uint64
 	q.costLo, borrow = bits.Sub64(q.costLo, uint64(s.cost), 0)
 	q.costHi -= borrow
+	if s.nearFull {
+		q.nearFull--
+	}
 	if q.live == 0 {
 		q.reset()
 	}
@@ -133,7 +161,7 @@ func (q *queue) drop() {
 func (q *queue) reset() {
 	q.headSeq += uint64(q.n)
 	clear(q.buf)
-	q.n, q.head, q.costHi, q.costLo = 0, 0, 0, 0
+	q.n, q.head, q.costHi, q.costLo, q.nearFull = 0, 0, 0, 0, 0
 	if len(q.buf) > minShrink {
 		q.buf = nil
 	}

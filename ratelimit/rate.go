@@ -19,13 +19,14 @@ import (
 // model, never earlier.
 //
 // The tat field of the state word holds 62 bits. The epoch moves once the
-// clock is rebaseTicks past it, a period spans at most spanTicks and a
-// pause at most pauseTicks, so that a tat stays below 2^62.
+// clock is rebaseTicks past it, and a tat lies at most a period and
+// spanTicks more ahead (a bucket that SetRate left fuller than that holds
+// the rest as a block, in nanoseconds, and so does a pause), so that a tat
+// stays below 2^61.
 const (
 	maxScale    = 1024                   // ticks per nanosecond, at most
 	maxPeriod   = time.Duration(1) << 55 // about 417 days
 	spanTicks   = int64(1) << 59
-	pauseTicks  = int64(1) << 61
 	rebaseTicks = int64(1) << 59
 )
 
@@ -37,8 +38,7 @@ type rate struct {
 	capacity    int64   // ticks in a period: the cost of maxRate units
 	unit        float64 // ticks per unit, rounded up if not whole
 	unitInt     int64   // ticks per unit if that is a whole number, else 0
-	maxPause    time.Duration
-	rebaseAfter int64 // nanoseconds after the epoch at which it moves
+	rebaseAfter int64   // nanoseconds after the epoch at which it moves
 }
 
 // newRate checks maxRate and period and works out their ticks. fn names
@@ -81,7 +81,6 @@ func newRate(fn string, maxRate float64, period time.Duration) rate {
 		panic(fmt.Sprintf("ratelimit: %s: maxRate %v per %v: a unit would take %v ns, less than the limiter's resolution of 1/%d ns",
 			fn, maxRate, period, float64(period)/maxRate, maxScale))
 	}
-	r.maxPause = min(maxPeriod, time.Duration(pauseTicks/r.scale))
 	r.rebaseAfter = min(1<<56, rebaseTicks/r.scale)
 	return r
 }
@@ -106,14 +105,18 @@ func (r *rate) cost(amount float64) int64 {
 // number, which FMA recovers.
 func ceilProduct(a, b float64) int64 {
 	x := a * b
-	c := math.Ceil(x)
-	if c == x && math.FMA(a, b, -x) > 0 {
-		c++
-	}
-	if c >= math.MaxInt64 {
+	if x >= math.MaxInt64 {
 		return math.MaxInt64
 	}
-	return int64(c)
+	n := int64(math.Ceil(x))
+	// A product that rounded to a whole number may have lost a fraction,
+	// or, from 2^53 on, whole ticks.
+	if float64(n) == x {
+		if r := math.FMA(a, b, -x); r > 0 {
+			n += int64(math.Ceil(r))
+		}
+	}
+	return n
 }
 
 // convert returns the ticks, at rate to, of units that take t ticks at

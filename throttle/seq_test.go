@@ -218,7 +218,7 @@ func TestSeqAllocsPerValue(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
 	}
-	lim := ratelimit.New(1e15, time.Second)
+	lim := ratelimit.New(1e12, time.Second)
 	th := throttle.New(lim, throttle.WithCost(func(int) float64 { return 1 }))
 	ctx := context.Background()
 	allocs := func(n int) float64 {
