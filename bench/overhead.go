@@ -67,22 +67,22 @@ func benchSeqThrottled(opts ...throttle.Option[int]) func(b *testing.B) {
 func overheads(w io.Writer, sz sizes) error {
 	fmt.Fprintln(w, "4. pool and throttle, with a limiter that never binds: the cost of the package itself")
 	fmt.Fprintln(w)
-	t := newTable("", "drip pool", "errgroup SetLimit(8) + x/time/rate Wait", "conc pool(8) + x/time/rate Wait")
-	perTask := make([]float64, len(poolRunners))
-	live := make([]float64, len(poolRunners))
-	for i, r := range poolRunners {
-		perTask[i] = medianNs(func(b *testing.B) { r.run(b.N, noopTask) }, sz.rounds)
+	taskName := "per task, 8 workers"
+	peakName := fmt.Sprintf("peak live heap added, %d tasks", sz.poolTasks)
+	t := newTable(w, []string{taskName, peakName}, 9, 16,
+		"drip pool", "errgroup SetLimit(8) + x/time/rate Wait", "conc pool(8) + x/time/rate Wait")
+	t.ratioRow(taskName, func(v float64) string { return fmt.Sprintf("%.0f ns", v) }, func(i int) float64 {
+		return medianNs(func(b *testing.B) { poolRunners[i].run(b.N, noopTask) }, sz.rounds)
+	})
+	t.ratioRow(peakName, func(v float64) string { return fmt.Sprintf("%.0f KiB", v) }, func(i int) float64 {
 		var peak heapPeak
 		runtime.GC()
 		before := liveHeap()
 		stop := sampleHeap(&peak)
-		r.run(sz.poolTasks, noopTask)
+		poolRunners[i].run(sz.poolTasks, noopTask)
 		stop()
-		live[i] = float64(peak.live-before) / (1 << 10)
-	}
-	t.ratioRow("per task, 8 workers", perTask, func(v float64) string { return fmt.Sprintf("%.0f ns", v) })
-	t.ratioRow(fmt.Sprintf("peak live heap added, %d tasks", sz.poolTasks), live, func(v float64) string { return fmt.Sprintf("%.0f KiB", v) })
-	t.print(w)
+		return float64(peak.live-before) / (1 << 10)
+	})
 	fmt.Fprintln(w)
 	bare := testing.Benchmark(benchSeqBare)
 	seq := testing.Benchmark(benchSeqThrottled())

@@ -61,72 +61,66 @@ func report(w io.Writer, cfg config) error {
 	fmt.Fprintln(w, "2. drip side by side with the limiters users pick instead")
 	fmt.Fprintln(w, "   (each cell: the figure, and drip's figure divided by it; lower is better but for achieved rate)")
 	fmt.Fprintln(w)
-	t := newTable("", peerLabels()...)
+	const delay = 5 * time.Millisecond
+	var (
+		tryName      = "non-blocking check, 1 goroutine"
+		parallelName = "non-blocking check, parallel"
+		waitName     = "blocking acquire, no wait needed"
+		sharedName   = fmt.Sprintf("heap per blocked waiter (%d, shared ctx)", sz.waiters)
+		ownName      = fmt.Sprintf("heap per blocked waiter (%d, own ctx)", sz.waiters)
+		cancelName   = fmt.Sprintf("cancel %d blocked waiters at once", sz.cancelled)
+		rateName     = func(g int) string { return fmt.Sprintf("achieved rate, %d goroutine(s), %% of max", g) }
+		latenessName = "wake-up lateness for a 5 ms wait, median"
+	)
+	// Each figure is printed as soon as it is measured.
+	t := newTable(w, []string{tryName, parallelName, waitName, sharedName, ownName, cancelName,
+		rateName(1), rateName(100), latenessName}, 9, 16, peerLabels()...)
 	nsRow := func(name string, bench func(p peer) func(*testing.B), has func(limiter) bool) {
-		vals := make([]float64, len(peers))
-		for i, p := range peers {
-			vals[i] = -1
-			if has(p.make(1, 1)) {
-				vals[i] = medianNs(bench(p), sz.rounds)
+		t.ratioRow(name, func(v float64) string { return fmt.Sprintf("%.1f ns", v) }, func(i int) float64 {
+			if !has(peers[i].make(1, 1)) {
+				return -1
 			}
-		}
-		t.ratioRow(name, vals, func(v float64) string { return fmt.Sprintf("%.1f ns", v) })
+			return medianNs(bench(peers[i]), sz.rounds)
+		})
 	}
 	hasTry := func(l limiter) bool { return l.try != nil }
 	all := func(limiter) bool { return true }
-	nsRow("non-blocking check, 1 goroutine", func(p peer) func(*testing.B) { return benchTry(p, false) }, hasTry)
-	nsRow("non-blocking check, parallel", func(p peer) func(*testing.B) { return benchTry(p, true) }, hasTry)
-	nsRow("blocking acquire, no wait needed", benchWait, all)
+	nsRow(tryName, func(p peer) func(*testing.B) { return benchTry(p, false) }, hasTry)
+	nsRow(parallelName, func(p peer) func(*testing.B) { return benchTry(p, true) }, hasTry)
+	nsRow(waitName, benchWait, all)
 
 	for _, own := range []bool{false, true} {
-		vals := make([]float64, len(peers))
-		for i, p := range peers {
-			vals[i] = -1
-			if p.make(1, 1).ctxAware {
-				vals[i] = heapPerWaiter(p, sz.waiters, own)
-			}
-		}
-		name := fmt.Sprintf("heap per blocked waiter (%d, shared ctx)", sz.waiters)
+		name := sharedName
 		if own {
-			name = fmt.Sprintf("heap per blocked waiter (%d, own ctx)", sz.waiters)
+			name = ownName
 		}
-		t.ratioRow(name, vals, func(v float64) string { return fmt.Sprintf("%.0f B", v) })
-	}
-	{
-		vals := make([]float64, len(peers))
-		for i, p := range peers {
-			vals[i] = -1
-			if p.make(1, 1).ctxAware {
-				vals[i] = float64(cancelTime(p, sz.cancelled)) / 1e6
+		t.ratioRow(name, func(v float64) string { return fmt.Sprintf("%.0f B", v) }, func(i int) float64 {
+			if !peers[i].make(1, 1).ctxAware {
+				return -1
 			}
-		}
-		t.ratioRow(fmt.Sprintf("cancel %d blocked waiters at once", sz.cancelled), vals,
-			func(v float64) string { return fmt.Sprintf("%.1f ms", v) })
+			return heapPerWaiter(peers[i], sz.waiters, own)
+		})
 	}
+	t.ratioRow(cancelName, func(v float64) string { return fmt.Sprintf("%.1f ms", v) }, func(i int) float64 {
+		if !peers[i].make(1, 1).ctxAware {
+			return -1
+		}
+		return float64(cancelTime(peers[i], sz.cancelled)) / 1e6
+	})
 	var plotted []namedRun
 	for _, g := range []int{1, 100} {
-		vals := make([]float64, len(peers))
-		for i, p := range peers {
-			r := achievedRate(p, ratePerSecond, rateBurst, g, sz.rateFor)
-			vals[i] = float64(r.admitted) / r.expected * 100
+		t.ratioRow(rateName(g), func(v float64) string { return fmt.Sprintf("%.2f %%", v) }, func(i int) float64 {
+			r := achievedRate(peers[i], ratePerSecond, rateBurst, g, sz.rateFor)
 			if g == 100 {
-				plotted = append(plotted, namedRun{p.label, r})
+				plotted = append(plotted, namedRun{peers[i].label, r})
 			}
-		}
-		t.ratioRow(fmt.Sprintf("achieved rate, %d goroutine(s), %% of max", g), vals,
-			func(v float64) string { return fmt.Sprintf("%.2f %%", v) })
+			return float64(r.admitted) / r.expected * 100
+		})
 	}
-	const delay = 5 * time.Millisecond
-	{
-		vals := make([]float64, len(peers))
-		for i, p := range peers {
-			med, _ := lateness(p, delay, sz.latenessRuns)
-			vals[i] = float64(med) / 1e3
-		}
-		t.ratioRow("wake-up lateness for a 5 ms wait, median", vals,
-			func(v float64) string { return fmt.Sprintf("%.0f µs", v) })
-	}
-	t.print(w)
+	t.ratioRow(latenessName, func(v float64) string { return fmt.Sprintf("%.0f µs", v) }, func(i int) float64 {
+		med, _ := lateness(peers[i], delay, sz.latenessRuns)
+		return float64(med) / 1e3
+	})
 	med, p90 := timerLateness(delay, sz.latenessRuns)
 	fmt.Fprintf(w, "   a bare time.Timer of 5 ms on this machine is late by %.0f µs (median), %.0f µs (p90).\n",
 		float64(med)/1e3, float64(p90)/1e3)
