@@ -64,9 +64,18 @@
 // period, and a burst of MaxRate units fits exactly (New(3, time.Second)
 // charges a third of a second a unit). Any cost that is not a whole number
 // of ticks is rounded up, and the clock's reading down, so a limiter may
-// admit a tick later than the exact model, never earlier. New refuses
-// rates it cannot count that way (a unit of no finite time, or of less
-// than 1/1024 ns that is no whole number of ticks).
+// admit a tick later than the exact model, never earlier. Clocks count
+// whole nanoseconds, so a waiter is admitted on the first whole nanosecond
+// at which it fits, and charged from then: a waiter that empties the
+// bucket (its amount within a nanosecond's drain of MaxRate) may leave
+// the queue behind it up to a nanosecond behind the exact model. The
+// deadline check counts the queue the same way, to the nanosecond. New
+// refuses rates it cannot count that way (a unit of no finite time, or of
+// less than 1/1024 ns that is no whole number of ticks).
+//
+// SetRate keeps the units in the bucket, however long they take to drain
+// at the new rate, and a Pause keeps its end; both may reach far beyond
+// the ticks' range, and are kept in nanoseconds, up to about 146 years.
 //
 // # Clocks and tests
 //
