@@ -17,14 +17,17 @@
 // drains at MaxRate units per Period, starts empty (so MaxRate units pass
 // at once), and admits an amount when the level plus the amount is at most
 // MaxRate. In any window of time of length t, it admits at most MaxRate +
-// MaxRate*t/Period units. Amounts are float64s, and the errors are
+// MaxRate*t/Period units. Pause and SetRate are ratelimit's too: a pause
+// is kept as its end, before which nothing is admitted, and at which one
+// unit fits at the rate in force then, whatever SetRate did in between,
+// and then the steady rate. Amounts are float64s, and the errors are
 // ratelimit's: [ratelimit.ErrExceedsCapacity], [ratelimit.ErrInvalidAmount],
 // and a deadline that cannot be met fails at once with a
 // *[ratelimit.DeadlineError], which says how long the wait would have been
 // and unwraps to [context.DeadlineExceeded].
 //
 // The state is one number, the tat: the time at which the bucket will be
-// empty. It lives in one Redis key of 40 bytes, beside the rate it was
+// empty. It lives in one Redis key of 56 bytes, beside the rate it was
 // written at and the end of a pause in progress, and a Lua script moves it
 // in one atomic step per call, reading the time from the server's TIME, so
 // that the clocks of the clients never matter. TryAcquire, HasCapacity,

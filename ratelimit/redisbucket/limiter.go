@@ -375,9 +375,12 @@ type realDeadlineCtx struct {
 func (c realDeadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
 
 // Level returns how full the bucket is now, in units: 0 when empty, MaxRate
-// when full. Unlike ratelimit.Limiter's, it counts the units that callers
-// in Acquire have reserved, so it exceeds MaxRate while callers wait, as it
-// does after Pause. On the fallback it returns the local limiter's level.
+// when full. During a pause it is at least the level from which the bucket
+// drains to one unit short of full by the pause's end at the rate in
+// force, as ratelimit.Limiter's is, whatever SetRate did since. Unlike
+// ratelimit.Limiter's, it counts the units that callers in Acquire have
+// reserved, so it exceeds MaxRate while callers wait, as it does during a
+// pause. On the fallback it returns the local limiter's level.
 func (l *Limiter) Level(ctx context.Context) (float64, error) {
 	ctx = l.realDeadline(ctx)
 	if !l.useRedis(ctx) {
@@ -410,9 +413,14 @@ func (l *Limiter) level(ctx context.Context, name string, p *params) (float64, e
 // does on a 429 response with Retry-After: New(rdb, key, 1, time.Minute)
 // paused for 2s admits the next request at 2s, and the one after at 62s.
 // Pause never lowers the level: a bucket fuller than that at d stays so,
-// and a pause never shortens one in progress. Callers already waiting keep
-// their turns. Pause with d <= 0 does nothing; pauses longer than about
-// 417 days are cut to that. On the fallback it pauses the local limiter.
+// and a pause never shortens one in progress. The pause is kept as its
+// end, and ends at the rate in force then: a SetRate in between keeps the
+// end, and one unit still fits at it, then the new steady rate. Callers
+// already waiting keep their turns, and those who reserve during the
+// pause get theirs from its end on, one after the other, with their units
+// on top of the bucket as it is then. Pause with d <= 0 does nothing;
+// pauses longer than about 417 days are cut to that. On the fallback it
+// pauses the local limiter.
 func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
@@ -424,7 +432,7 @@ func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 		return nil
 	}
 	p := l.params.Load()
-	_, err := l.run(ctx, p, opPause, int64(d), p.cost(min(1, p.maxRate)))
+	_, err := l.run(ctx, p, opPause, int64(d))
 	if err != nil {
 		if l.fb.failed(ctx, err) {
 			l.fb.local.Pause(d)
@@ -438,11 +446,14 @@ func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 
 // SetRate changes the capacity and the period of this Limiter, and rescales
 // the bucket in one round trip: the units in it stay there and drain at the
-// new rate from now on; a bucket left above the new capacity just drains
-// before admitting again. Callers of this Limiter waiting in Acquire whose
-// amount exceeds the new capacity return ratelimit.ErrExceedsCapacity; the
-// others keep the turns they reserved, as do the callers of other
-// processes.
+// new rate from now on (a level that would take more than about 2 years
+// to drain is cut to that); a bucket left above the new capacity just
+// drains before admitting again. A pause in progress keeps its end, and
+// ends as a pause does at the new rate: one unit fits, then the steady
+// rate, with no burst; the units reserved during it stay on top. Callers
+// of this Limiter waiting in Acquire whose amount exceeds the new capacity
+// return ratelimit.ErrExceedsCapacity; the others keep the turns they
+// reserved, as do the callers of other processes.
 //
 // Other Limiters on the key keep their own rate, and a call from one of
 // them rescales the bucket back to it: to change the rate of a fleet, call

@@ -17,6 +17,13 @@ import (
 // TestMatchesLocalLimiter drives a ratelimit.Limiter and a Limiter on the
 // same mock clock through the same random calls, and requires the same
 // answers: the script is the local bucket's arithmetic, done at the server.
+// Pauses and SetRate come in any order, during a pause too.
+//
+// Acquire is asked with a deadline, and must either admit at once in both,
+// or fail at once in both with the same wait (a deadline at or before the
+// turn), or wait in both (a deadline after it); a waiting call is then
+// cancelled, which in both leaves the bucket as it was. The local
+// limiter's turn is read first, from a deadline that it cannot meet.
 //
 // The local limiter counts time in finer ticks than the script's
 // nanoseconds. The rates here take a whole number of nanoseconds per unit,
@@ -39,7 +46,7 @@ func TestMatchesLocalLimiter(t *testing.T) {
 		{1000, time.Second},
 		{7.25, 29 * time.Millisecond},
 	}
-	for seed := range uint64(6) {
+	for seed := range uint64(32) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 				ctx := context.Background()
@@ -57,16 +64,26 @@ func TestMatchesLocalLimiter(t *testing.T) {
 					}
 				}
 				drift := 0.0 // units
+				// fits returns whether amount a fits in the local bucket now,
+				// and whether the script's answer must be the same: the
+				// drift may leave its bucket too full for a.
+				fits := func(a float64) (want, sure bool) {
+					want = local.HasCapacity(a)
+					if want && a > 0 && local.MaxRate()-local.Level()-a < drift {
+						if lv, err := remote.Level(ctx); err != nil || lv != 0 || local.Level() != 0 {
+							return want, false // the script's bucket may be too full
+						}
+						drift = 0 // both empty: the same again
+					}
+					return want, true
+				}
 				for step := range 300 {
-					switch k := rng.IntN(20); {
+					switch k := rng.IntN(22); {
 					case k < 9:
 						a := amount()
-						want := local.HasCapacity(a)
-						if want && a > 0 && local.MaxRate()-local.Level()-a < drift {
-							if lv, err := remote.Level(ctx); err != nil || lv != 0 || local.Level() != 0 {
-								break // the script's bucket may be too full
-							}
-							drift = 0 // both empty: the same again
+						want, sure := fits(a)
+						if !sure {
+							break
 						}
 						name, lf, rf := "TryAcquire", local.TryAcquire, remote.TryAcquire
 						if k >= 6 {
@@ -102,17 +119,102 @@ func TestMatchesLocalLimiter(t *testing.T) {
 							t.Fatalf("step %d: SetRate(%v, %v): %v", step, r.maxRate, r.period, err)
 						}
 						drift += r.maxRate / float64(r.period)
-					default:
+					case k < 20:
 						// Whole microseconds, as TIME has them.
 						d := time.Duration(rng.Int64N(int64(local.Period())/1000+1)) * time.Microsecond
 						if rng.IntN(30) == 0 {
 							d = 20 * time.Hour
 						}
 						c.Advance(d)
+					default:
+						a := amount()
+						if now, sure := fits(a); sure {
+							matchAcquire(t, c, local, remote, a, now, drift, rng, step)
+						}
 					}
 				}
 			})
 		})
+	}
+}
+
+// matchAcquire calls Acquire(a) on local and remote with the same
+// deadline, at least a second away so that the round trip has the time it
+// needs, and requires the same outcome; now says whether a fits in the
+// local bucket now. See TestMatchesLocalLimiter.
+func matchAcquire(t *testing.T, c *clocktest.Clock, local *ratelimit.Limiter, remote *Limiter, a float64,
+	now bool, drift float64, rng *rand.Rand, step int) {
+	t.Helper()
+	ctx := context.Background()
+	// The local turn, in the wait of a deadline it cannot meet, which takes
+	// nothing; the script's may be later by the drift.
+	var wait time.Duration
+	if !now {
+		probe, cancel := c.WithTimeout(ctx, 1)
+		err := local.Acquire(probe, a)
+		cancel()
+		var de *ratelimit.DeadlineError
+		if !errors.As(err, &de) {
+			t.Fatalf("step %d at %v: local Acquire(%v) with a deadline 1ns away = %v; want a *DeadlineError", step, c.Elapsed(), a, err)
+		}
+		wait = de.Wait
+	}
+	slack := time.Duration(math.Ceil(drift * float64(local.Period()) / local.MaxRate()))
+	d := time.Second + time.Duration(rng.Int64N(int64(local.Period())))
+	refused := !now && wait >= time.Second && rng.IntN(2) == 0
+	if refused {
+		d = time.Second + time.Duration(rng.Int64N(int64(wait-time.Second)+1)) // at or before the turn
+	} else if !now {
+		d = max(d, wait+slack+1) // after the turn
+	}
+	dctx, cancel := c.WithTimeout(ctx, d)
+	defer cancel()
+	lch := make(chan error, 1)
+	go func() { lch <- local.Acquire(dctx, a) }()
+	rch := acquireAt(dctx, c, remote, a)
+	c.Settle()
+	var lerr error
+	select {
+	case lerr = <-lch:
+	default:
+		// Both wait: cancel them.
+		if now || refused {
+			t.Fatalf("step %d at %v: local Acquire(%v) with a deadline %v away waits; want an answer at once", step, c.Elapsed(), a, d)
+		}
+		select {
+		case r := <-rch:
+			t.Fatalf("step %d at %v: Acquire(%v) with a deadline %v away = %v; the local limiter waits", step, c.Elapsed(), a, d, r.err)
+		default:
+		}
+		cancel()
+		c.Settle()
+		if err := <-lch; !errors.Is(err, context.Canceled) {
+			t.Fatalf("step %d: cancelled local Acquire(%v) = %v", step, a, err)
+		}
+		if r := <-rch; !errors.Is(r.err, context.Canceled) {
+			t.Fatalf("step %d: cancelled Acquire(%v) = %v", step, a, r.err)
+		}
+		return
+	}
+	var r result
+	select {
+	case r = <-rch:
+	default:
+		t.Fatalf("step %d at %v: Acquire(%v) with a deadline %v away waits; local limiter says %v", step, c.Elapsed(), a, d, lerr)
+	}
+	var lde, rde *ratelimit.DeadlineError
+	switch {
+	case lerr == nil && now:
+		if r.err != nil {
+			t.Fatalf("step %d at %v: Acquire(%v) = %v; the local limiter admits at once", step, c.Elapsed(), a, r.err)
+		}
+	case errors.As(lerr, &lde) && refused && lde.Wait == wait:
+		if !errors.As(r.err, &rde) || rde.Wait < wait || rde.Wait > wait+slack {
+			t.Fatalf("step %d at %v: Acquire(%v) with a deadline %v away = %v; local limiter says %v (slack %v)", step, c.Elapsed(), a, d, r.err, lerr, slack)
+		}
+	default:
+		t.Fatalf("step %d at %v: local Acquire(%v) with a deadline %v away = %v; want %s", step, c.Elapsed(), a, d, lerr,
+			map[bool]string{true: "nil at once", false: fmt.Sprintf("a *DeadlineError with the wait %v", wait)}[now])
 	}
 }
 
@@ -487,8 +589,8 @@ func TestEpochMoves(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(v) != 40 {
-				t.Fatalf("key holds %q, not five float64s", v)
+			if len(v) != 56 {
+				t.Fatalf("key holds %q, not seven float64s", v)
 			}
 			return fmt.Sprint(int64(math.Float64frombits(binary.BigEndian.Uint64([]byte(v[:8])))))
 		}

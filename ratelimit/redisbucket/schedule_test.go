@@ -2,6 +2,7 @@ package redisbucket
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -311,6 +312,168 @@ func TestRestoresLostKey(t *testing.T) {
 		lose()
 		if ok, err := lim.TryAcquire(ctx, 2); !ok || err != nil {
 			t.Errorf("TryAcquire(2) on a bucket that drained before its key went = %v, %v; want true", ok, err)
+		}
+	})
+}
+
+// TestNoBurstAtEndOfPauseAfterSetRate checks that a pause ends as Pause
+// documents at whatever rate is set by then: one unit fits, then the steady
+// rate, with no burst, also after SetRate to a faster rate during the
+// pause; and that Level during the pause counts it at the new rate, as
+// ratelimit's does.
+func TestNoBurstAtEndOfPauseAfterSetRate(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		l := onMockTime(New(rdb, testKey(t, rdb), 1, 10*time.Second, WithClock(c)), c)
+		if err := l.Pause(ctx, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetRate(ctx, 10, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		// 10s at 10 a second, and one unit short of full at its end.
+		if lv, err := l.Level(ctx); lv != 109 || err != nil {
+			t.Errorf("Level after SetRate during the pause = %v, %v; want 109", lv, err)
+		}
+		c.AdvanceTo(t, 10*time.Second-time.Microsecond)
+		if ok, err := l.HasCapacity(ctx, 0.001); ok || err != nil {
+			t.Fatalf("HasCapacity(0.001) during the pause = %v, %v; want false", ok, err)
+		}
+		c.AdvanceTo(t, 10*time.Second)
+		n := 0
+		for n < 20 {
+			ok, err := l.TryAcquire(ctx, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ok {
+				break
+			}
+			n++
+		}
+		if n != 1 {
+			t.Errorf("%d units admitted at the end of the pause, want 1 then the steady rate", n)
+		}
+		c.AdvanceTo(t, 10100*time.Millisecond)
+		if ok, err := l.TryAcquire(ctx, 1); !ok || err != nil {
+			t.Errorf("TryAcquire(1) a unit's time after the pause ended = %v, %v; want true", ok, err)
+		}
+		if ok, err := l.HasCapacity(ctx, 0.001); ok || err != nil {
+			t.Errorf("HasCapacity(0.001) after that = %v, %v; want false: the steady rate", ok, err)
+		}
+	})
+}
+
+// TestReservedDuringPauseAfterSetRate checks that the units of a turn
+// reserved during a pause stay on top of the bucket at its end when
+// SetRate changes the rate in between: the caller is admitted at the end of
+// the pause, and no one else until the steady rate has room, as
+// ratelimit's queued callers are.
+func TestReservedDuringPauseAfterSetRate(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		l := onMockTime(New(rdb, testKey(t, rdb), 1, 10*time.Second, WithClock(c)), c)
+		if err := l.Pause(ctx, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		turn := acquireAt(ctx, c, l, 1)
+		if err := l.SetRate(ctx, 10, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if lv, err := l.Level(ctx); lv != 110 || err != nil {
+			t.Errorf("Level after SetRate = %v, %v; want 110: the pause's 109 and the reserved unit", lv, err)
+		}
+		if r := waitFor(t, c, turn, time.Minute); r.err != nil || r.at != 10*time.Second {
+			t.Fatalf("the caller that reserved during the pause was admitted at %v (%v); want 10s", r.at, r.err)
+		}
+		if ok, err := l.HasCapacity(ctx, 0.001); ok || err != nil {
+			t.Errorf("HasCapacity(0.001) at the end of the pause = %v, %v; want false: the reserved unit is in", ok, err)
+		}
+		c.AdvanceTo(t, 10100*time.Millisecond)
+		if ok, err := l.TryAcquire(ctx, 1); !ok || err != nil {
+			t.Errorf("TryAcquire(1) a unit's time later = %v, %v; want true", ok, err)
+		}
+	})
+}
+
+// TestPauseEndedBeforeSetRate checks that a pause that ended leaves its
+// floor at the rate then in force, even if no call reached the bucket
+// before SetRate changed the rate: the units are kept, as ratelimit keeps
+// them.
+func TestPauseEndedBeforeSetRate(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		l := onMockTime(New(rdb, testKey(t, rdb), 10, time.Second, WithClock(c)), c)
+		if err := l.Pause(ctx, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c.AdvanceTo(t, time.Second)
+		// The pause left 9 units, one short of full at 10 a second.
+		if err := l.SetRate(ctx, 1, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if lv, err := l.Level(ctx); lv != 9 || err != nil {
+			t.Errorf("Level after SetRate = %v, %v; want the 9 units the pause left", lv, err)
+		}
+		c.AdvanceTo(t, 11*time.Second)
+		if lv, err := l.Level(ctx); lv != 8 || err != nil {
+			t.Errorf("Level at 11s = %v, %v; want 8, a unit drained at 1 per 10s", lv, err)
+		}
+	})
+}
+
+// TestCancelDuringPause checks that turns reserved during a pause are
+// given back as others are, during the pause and after it, while no later
+// change rests on them.
+func TestCancelDuringPause(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		lim := onMockTime(New(rdb, testKey(t, rdb), 1, time.Second, WithClock(c)), c)
+		level := func(want float64) {
+			t.Helper()
+			if lv, err := lim.Level(ctx); lv != want || err != nil {
+				t.Errorf("Level at %v = %v, %v; want %v", c.Elapsed(), lv, err, want)
+			}
+		}
+		waiter := func() (context.CancelFunc, <-chan result) {
+			wctx, cancel := context.WithCancel(ctx)
+			return cancel, acquireAt(wctx, c, lim, 1)
+		}
+		cancelled := func(cancel context.CancelFunc, ch <-chan result) {
+			t.Helper()
+			cancel()
+			c.Settle()
+			if r := <-ch; !errors.Is(r.err, context.Canceled) {
+				t.Errorf("cancelled waiter returned %v", r.err)
+			}
+		}
+
+		if err := lim.Pause(ctx, 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		cancel1, w1 := waiter() // turn at 2s
+		cancel2, w2 := waiter() // turn at 3s
+		cancel3, w3 := waiter() // turn at 4s
+		level(5)                // the pause's 2, and 3 reserved
+		cancelled(cancel3, w3)  // the last: back
+		level(4)
+		cancelled(cancel1, w1) // w2 rests on it: it stays
+		level(4)
+		c.AdvanceTo(t, 2500*time.Millisecond)
+		level(1.5)
+		cancelled(cancel2, w2) // the last, after the pause: back
+		level(0.5)
+		w4 := acquireAt(ctx, c, lim, 1)
+		if r := waitFor(t, c, w4, time.Minute); r.err != nil || r.at != 3*time.Second {
+			t.Errorf("next waiter returned %v at %v; want nil at 3s (w1's unit drained unused)", r.err, r.at)
 		}
 	})
 }
