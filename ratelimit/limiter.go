@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"context"
 	"math"
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -133,7 +134,7 @@ func newParams(r rate, epoch time.Time, tat, pauseNs, fullNs int64, overUnits fl
 	}
 	p.blockNs = max(pauseNs, p.fullNs)
 	if pauseNs > 0 {
-		p.floorOff = max(p.floorOff, satMul(pauseNs-p.blockNs, r.scale)+r.capacity-r.cost(min(1, r.maxRate)))
+		p.floorOff = max(p.floorOff, satMul(pauseNs-p.blockNs, r.scale)+r.capacity-r.oneDown)
 	}
 	if fullNs > 0 {
 		p.floorOff = max(p.floorOff, satMul(fullNs-p.blockNs, r.scale)+r.capacity)
@@ -150,7 +151,7 @@ func newParams(r rate, epoch time.Time, tat, pauseNs, fullNs int64, overUnits fl
 func (p *params) endedFloor(ns int64) int64 {
 	f := int64(noFloor)
 	if p.pauseNs > 0 && p.pauseNs <= ns {
-		f = satMul(p.pauseNs, p.scale) + p.capacity - p.cost(min(1, p.maxRate))
+		f = satMul(p.pauseNs, p.scale) + p.capacity - p.oneDown
 	}
 	if p.fullNs > 0 && p.fullNs <= ns {
 		f = max(f, satMul(p.fullNs, p.scale)+p.capacity)
@@ -391,9 +392,8 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 			return nil
 		}
 	}
-	due := l.due(p, now, cost)
 	if deadline, ok := ctx.Deadline(); ok {
-		wait := time.Duration(due - ns)
+		wait := time.Duration(min(l.due(p, now, cost)-ns, math.MaxInt64))
 		if remaining := deadline.Sub(p.epoch.Add(time.Duration(ns))); remaining <= wait {
 			l.unlock()
 			return &DeadlineError{Amount: amount, Wait: wait, Remaining: remaining}
@@ -401,9 +401,12 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 	}
 	done := ctx.Done()
 	seq, ch := l.q.push(amount, cost, cost > p.capacity-p.scale, done)
+	if l.q.tailOK && l.q.tailP == p {
+		l.q.tail.step(p, cost)
+	}
 	watch := l.join(ctx, seq)
 	if l.q.live == 1 {
-		l.arm(p, ns, due)
+		l.process(p, now) // sets the timer
 	}
 	l.unlock()
 
@@ -431,36 +434,99 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 // due returns when, in nanoseconds since the epoch, a newcomer that costs
 // cost would be admitted behind the queue as it stands, as process will
 // admit it: each waiter in turn, on the first whole nanosecond at which it
-// fits, and not before the blocks end. It requires lock.
-//
-// It counts from origin, the later of now and the end of the blocks, in
-// ticks relative to origin, so that a block further ahead than ticks can
-// count needs no more than the floor past its end.
+// fits, and not before the blocks end. It returns math.MaxInt64 while a
+// bucket left over-full for more than maxFullNs blocks: its end is
+// further than that. It requires lock.
 func (l *Limiter) due(p *params, now, cost int64) int64 {
 	ns := now / p.scale
-	origin := max(ns, p.blockNs)
-	var t int64 // the tat, in ticks after origin
-	if origin == ns {
-		t = max(l.tat(p), p.floor) - now
-	} else {
-		t = max(satSub(l.tat(p), satMul(p.blockNs, p.scale)), p.floorOff)
+	if p.fullCut && ns < p.fullNs {
+		return math.MaxInt64
 	}
-	t = max(t, 0)
-	if l.q.nearFull == 0 {
+	q := &l.q
+	if q.nearFull == 0 {
 		// No waiter fills the bucket to within a nanosecond, so none finds
 		// it empty: their costs add up.
-		t = satAdd(t, l.q.queuedCost())
-	} else {
-		// A waiter that fills the bucket leaves it empty until the whole
-		// nanosecond it is admitted on: follow the queue.
-		var at int64 // nanoseconds after origin
-		for s := range l.q.waiters() {
-			at = max(at, ceilDiv(max(t+s.cost-p.capacity, 0), p.scale))
-			t = max(t, satMul(at, p.scale)) + s.cost
-		}
-		return origin + max(at, ceilDiv(max(t+cost-p.capacity, 0), p.scale))
+		s := l.start(p, now)
+		s.addTicks(p, q.costHi, q.costLo)
+		return s.fit(p, cost)
 	}
-	return origin + ceilDiv(max(t+cost-p.capacity, 0), p.scale)
+	// A waiter that fills the bucket leaves it empty until the whole
+	// nanosecond it is admitted on: follow the queue, from where the last
+	// call left off if it still holds.
+	if !q.tailOK || q.tailP != p {
+		q.tail, q.tailP, q.tailOK = l.start(p, now), p, true
+		for w := range q.waiters() {
+			q.tail.step(p, w.cost)
+		}
+	}
+	return q.tail.fit(p, cost)
+}
+
+// start returns the bucket at the time from which the queue is admitted:
+// now, or the end of the blocks. It requires lock.
+func (l *Limiter) start(p *params, now int64) sim {
+	ns := now / p.scale
+	if ns >= p.blockNs {
+		t := max(l.tat(p), p.floor, now)
+		return sim{n: t / p.scale, r: t % p.scale, at: ns}
+	}
+	// From the end of the blocks, which may lie beyond what ticks count.
+	t := max(satSub(l.tat(p), satMul(p.blockNs, p.scale)), p.floorOff, 0)
+	return sim{n: satAdd(p.blockNs, t/p.scale), r: t % p.scale, at: p.blockNs}
+}
+
+// sim is a bucket as due follows the queue: its tat, as whole nanoseconds
+// since the epoch and ticks past them, and the nanosecond on which the
+// last waiter was admitted. Nanoseconds count far beyond ticks.
+type sim struct{ n, r, at int64 }
+
+// fit returns the first whole nanosecond, not before the last admission,
+// at which cost fits: tat + cost - capacity <= at*scale.
+func (s *sim) fit(p *params, cost int64) int64 {
+	d := s.r + cost - p.capacity // above -2^60
+	a := satAdd(s.n, floorDiv(d, p.scale))
+	if d%p.scale != 0 {
+		a = satAdd(a, 1)
+	}
+	return max(s.at, a)
+}
+
+// step admits a waiter that costs cost when it fits, as process does.
+func (s *sim) step(p *params, cost int64) {
+	s.at = s.fit(p, cost)
+	if s.n < s.at {
+		s.n, s.r = s.at, 0 // the bucket is empty then
+	}
+	s.addTicks(p, 0, uint64(cost))
+}
+
+// addTicks adds hi*2^64+lo ticks to the tat.
+func (s *sim) addTicks(p *params, hi, lo uint64) {
+	sc := uint64(p.scale)
+	if hi >= sc {
+		s.n = math.MaxInt64
+		return
+	}
+	n, r := bits.Div64(hi, lo, sc)
+	s.r += int64(r)
+	if n > math.MaxInt64 {
+		s.n = math.MaxInt64
+		return
+	}
+	s.n = satAdd(s.n, satAdd(int64(n), s.r/p.scale))
+	s.r %= p.scale
+}
+
+// ceilDivSigned returns a/b rounded up, for b > 0.
+func ceilDivSigned(a, b int64) int64 { return -floorDiv(-a, b) }
+
+// floorDiv returns a/b rounded down, for b > 0.
+func floorDiv(a, b int64) int64 {
+	q := a / b
+	if a%b != 0 && a < 0 {
+		q--
+	}
+	return q
 }
 
 // satAdd returns a+b, saturating; satSub returns a-b, saturating; satMul
@@ -553,7 +619,7 @@ func (l *Limiter) reprice(r *rate) {
 			l.left(gone, seq)
 		}
 	}
-	q.costHi, q.costLo, q.nearFull = 0, 0, 0
+	q.costHi, q.costLo, q.nearFull, q.tailOK = 0, 0, 0, false
 	for i := range q.n {
 		if s := &q.buf[(q.head+i)%len(q.buf)]; s.ch != nil {
 			s.cost = r.cost(s.amount)
@@ -699,12 +765,16 @@ func (l *Limiter) process(p *params, now int64) {
 			l.arm(p, ns, p.blockNs)
 			return
 		}
-		tat := max(l.tat(p), now, p.floor) + s.cost
-		if tat-now > p.capacity {
-			l.arm(p, ns, ceilDiv(tat-p.capacity, p.scale))
+		t := max(l.tat(p), p.floor)
+		fits := ceilDivSigned(t+s.cost-p.capacity, p.scale) // the nanosecond it fits on
+		if fits > ns {
+			l.arm(p, ns, fits)
 			return
 		}
-		setTat(p, tat)
+		if t < now && ns > max(fits, p.blockNs) {
+			l.q.tailOK = false // admitted late, into an empty bucket
+		}
+		setTat(p, max(t, now)+s.cost)
 		l.left(l.q.pop(nil), seq)
 	}
 }

@@ -23,6 +23,12 @@ type queue struct {
 	// of the capacity: admitted on a whole nanosecond, they may find the
 	// bucket empty, which the wait estimate must follow.
 	nearFull int
+	// tail is where the wait estimate left the queue, while nearFull > 0,
+	// for tailP; a waiter that leaves other than admitted, or one
+	// admitted late, makes it stale.
+	tail   sim
+	tailP  *params
+	tailOK bool
 }
 
 type slot struct {
@@ -79,14 +85,6 @@ func (q *queue) waiters() iter.Seq[*slot] {
 	}
 }
 
-// queuedCost returns the sum of the live waiters' costs, at most 2^62.
-func (q *queue) queuedCost() int64 {
-	if q.costHi != 0 || q.costLo > 1<<62 {
-		return 1 << 62
-	}
-	return int64(q.costLo)
-}
-
 func (q *queue) grow() {
 	buf := make([]slot, max(16, 2*len(q.buf)))
 	for i := range q.n {
@@ -131,6 +129,9 @@ func (q *queue) pop(err error) slot {
 
 // leave hands the waiter in s its result and turns s into a tombstone.
 func (q *queue) leave(s *slot, err error) {
+	if err != nil {
+		q.tailOK = false
+	}
 	s.ch <- err
 	s.ch, s.done, s.w = nil, nil, nil
 	q.live--
@@ -162,6 +163,7 @@ func (q *queue) reset() {
 	q.headSeq += uint64(q.n)
 	clear(q.buf)
 	q.n, q.head, q.costHi, q.costLo, q.nearFull = 0, 0, 0, 0, 0
+	q.tailOK = false
 	if len(q.buf) > minShrink {
 		q.buf = nil
 	}

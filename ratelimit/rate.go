@@ -38,6 +38,7 @@ type rate struct {
 	capacity    int64   // ticks in a period: the cost of maxRate units
 	unit        float64 // ticks per unit, rounded up if not whole
 	unitInt     int64   // ticks per unit if that is a whole number, else 0
+	oneDown     int64   // ticks of min(1, maxRate) units, rounded down
 	rebaseAfter int64   // nanoseconds after the epoch at which it moves
 }
 
@@ -69,6 +70,12 @@ func newRate(fn string, maxRate float64, period time.Duration) rate {
 	}
 	r.capacity = int64(period) * r.scale
 	unit := new(big.Rat).Mul(perUnit, new(big.Rat).SetInt64(r.scale))
+	// What a pause leaves room for at its end: a unit (or the capacity),
+	// rounded down, so that the bucket is never emptier than exact.
+	r.oneDown = r.capacity
+	if maxRate > 1 {
+		r.oneDown = new(big.Int).Quo(unit.Num(), unit.Denom()).Int64()
+	}
 	f, _ := unit.Float64()
 	if !math.IsInf(f, 0) && new(big.Rat).SetFloat64(f).Cmp(unit) < 0 {
 		f = math.Nextafter(f, math.Inf(1))
@@ -125,7 +132,7 @@ func convert(t int64, from, to *rate, limit int64) int64 {
 	if t <= 0 {
 		return 0
 	}
-	if from.scale == to.scale && from.unit == to.unit {
+	if from.scale == to.scale && from.unit == to.unit && from.unitInt == to.unitInt {
 		return min(t, limit)
 	}
 	if from.unitInt != 0 && to.unitInt != 0 {
@@ -139,17 +146,9 @@ func convert(t int64, from, to *rate, limit int64) int64 {
 		}
 		return int64(min(q, uint64(limit)))
 	}
-	// Three roundings of at most half an ulp each: a margin of 2^-51
-	// keeps the result at or above the exact one.
+	// Four roundings (from.unit was rounded up, and may be the larger by
+	// an ulp) of at most an ulp each: a margin of 2^-49 keeps the result
+	// at or above the exact one.
 	x := float64(t) / from.unit * to.unit
-	return min(ceilProduct(x, 1+0x1p-51), limit)
-}
-
-// ceilDiv returns a/b rounded up, for a >= 0 and b > 0.
-func ceilDiv(a, b int64) int64 {
-	q := a / b
-	if q*b != a {
-		q++
-	}
-	return q
+	return min(ceilProduct(x, 1+0x1p-49), limit)
 }
