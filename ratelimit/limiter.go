@@ -400,7 +400,8 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 		}
 	}
 	done := ctx.Done()
-	seq, ch := l.q.push(amount, cost, cost > p.capacity-p.scale, done)
+	l.q.nearAbove = p.capacity - p.scale // the same for every waiter at this rate
+	seq, ch := l.q.push(amount, cost, done)
 	if l.q.tailOK && l.q.tailP == p {
 		l.q.tail.step(p, cost)
 	}
@@ -620,10 +621,10 @@ func (l *Limiter) reprice(r *rate) {
 		}
 	}
 	q.costHi, q.costLo, q.nearFull, q.tailOK = 0, 0, 0, false
+	q.nearAbove = r.capacity - r.scale
 	for i := range q.n {
 		if s := &q.buf[(q.head+i)%len(q.buf)]; s.ch != nil {
 			s.cost = r.cost(s.amount)
-			s.nearFull = s.cost > r.capacity-r.scale
 			q.add(s)
 		}
 	}

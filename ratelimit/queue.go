@@ -23,6 +23,9 @@ type queue struct {
 	// of the capacity: admitted on a whole nanosecond, they may find the
 	// bucket empty, which the wait estimate must follow.
 	nearFull int
+	// nearAbove is the cost above which a waiter is near full: capacity
+	// less a nanosecond's ticks, at the rate its cost was worked out at.
+	nearAbove int64
 	// tail is where the wait estimate left the queue, while nearFull > 0,
 	// for tailP; a waiter that leaves other than admitted, or one
 	// admitted late, makes it stale.
@@ -36,11 +39,9 @@ type slot struct {
 	// A nil ch marks a tombstone: the waiter left.
 	ch     chan error
 	amount float64
-	cost   int64 // the ticks amount takes at the current rate
-	// nearFull says cost is within a nanosecond of the capacity.
-	nearFull bool
-	done     <-chan struct{} // the waiter's ctx.Done(), nil if it has none
-	w        *watcher        // the watcher of its context, if it shares one
+	cost   int64           // the ticks amount takes at the current rate
+	done   <-chan struct{} // the waiter's ctx.Done(), nil if it has none
+	w      *watcher        // the watcher of its context, if it shares one
 }
 
 // minShrink is the ring size above which an emptied queue frees its ring.
@@ -50,12 +51,12 @@ func (q *queue) empty() bool { return q.live == 0 }
 
 // push appends a waiter and returns its sequence number and the channel on
 // which it will get its result.
-func (q *queue) push(amount float64, cost int64, nearFull bool, done <-chan struct{}) (uint64, chan error) {
+func (q *queue) push(amount float64, cost int64, done <-chan struct{}) (uint64, chan error) {
 	if q.n == len(q.buf) {
 		q.grow()
 	}
 	ch := make(chan error, 1)
-	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, cost: cost, nearFull: nearFull, done: done}
+	q.buf[(q.head+q.n)%len(q.buf)] = slot{ch: ch, amount: amount, cost: cost, done: done}
 	seq := q.headSeq + uint64(q.n)
 	q.n++
 	q.live++
@@ -68,7 +69,7 @@ func (q *queue) add(s *slot) {
 	var carry uint64
 	q.costLo, carry = bits.Add64(q.costLo, uint64(s.cost), 0)
 	q.costHi += carry
-	if s.nearFull {
+	if s.cost > q.nearAbove {
 		q.nearFull++
 	}
 }
@@ -138,7 +139,7 @@ func (q *queue) leave(s *slot, err error) {
 	var borrow uint64
 	q.costLo, borrow = bits.Sub64(q.costLo, uint64(s.cost), 0)
 	q.costHi -= borrow
-	if s.nearFull {
+	if s.cost > q.nearAbove {
 		q.nearFull--
 	}
 	if q.live == 0 {
