@@ -147,7 +147,8 @@ func newParams(r rate, epoch time.Time, tat, pauseNs, fullNs int64, overUnits fl
 }
 
 // endedFloor returns the floor that the blocks ended by ns leave: at least
-// one unit short of full from the end of a pause, full from fullNs.
+// one unit short of full from the end of a pause, full from fullNs. ns is
+// within the epoch's reach (below rebaseAfter).
 func (p *params) endedFloor(ns int64) int64 {
 	f := int64(noFloor)
 	if p.pauseNs > 0 && p.pauseNs <= ns {
@@ -705,13 +706,21 @@ func (l *Limiter) rebase(p *params) *params {
 	if shiftNs == 0 {
 		shiftNs = shift / p.scale // rounded down: blocks end no sooner
 	}
-	// Blocks that have ended by then leave their floor in the tat.
-	tat = max(tat, p.endedFloor(shiftNs))
+	// Blocks that have ended by then leave their floor in the tat,
+	// counted from the new epoch: the old epoch may lie further back than
+	// ticks count.
+	tat = max(satSub(tat, shift), 0)
+	if p.pauseNs > 0 && p.pauseNs <= shiftNs {
+		tat = max(tat, satAdd(satMul(p.pauseNs-shiftNs, p.scale), p.capacity-p.oneDown))
+	}
+	if p.fullNs > 0 && p.fullNs <= shiftNs {
+		tat = max(tat, satAdd(satMul(p.fullNs-shiftNs, p.scale), p.capacity))
+	}
 	fullNs := max(p.fullNs-shiftNs, 0)
 	if p.fullCut {
 		fullNs = 0 // work it out again, from the units
 	}
-	np := newParams(p.rate, epoch, max(satSub(tat, shift), 0), max(p.pauseNs-shiftNs, 0), fullNs, p.overAt(shiftNs))
+	np := newParams(p.rate, epoch, tat, max(p.pauseNs-shiftNs, 0), fullNs, p.overAt(shiftNs))
 	l.cur.Store(np)
 	// The timer was set on the old epoch: set it again.
 	l.armed = false
