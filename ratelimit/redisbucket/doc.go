@@ -44,7 +44,14 @@
 // that, as in ratelimit.Limiter, and any other cost at most a nanosecond
 // more, so that an admission may come that much later than the exact
 // schedule, never earlier. ratelimit.Limiter counts finer ticks; [New]
-// panics on a rate whose unit takes less than a nanosecond.
+// panics on a rate whose unit takes less than a nanosecond. The script
+// counts in float64s, exact to the nanosecond while the tat is within 2^53
+// ns (about 104 days) of the key's time origin; beyond, as with long
+// periods or turns reserved far ahead, every sum is rounded up to the next
+// float64 (2, 4, 8 ns apart...), so that no cost is ever lost: there too
+// an admission may come a few nanoseconds late, never early. The pause's
+// end leaves room for one unit rounded down to a whole nanosecond, so
+// that no more than one unit passes at it.
 //
 // # The server's clock
 //
@@ -61,8 +68,9 @@
 // Redis may lose the key: a restart without persistence, FLUSHALL, an
 // eviction under maxmemory, a failover to a replica that missed the last
 // writes. Each Limiter remembers, from the last reply it had, until when
-// the key holds the bucket. A call that finds the key missing before then
-// (by more than 2ms) writes it back full, and no emptier than that time:
+// the key holds the bucket (the key itself lives a few milliseconds longer,
+// so that its expiry is never taken for a loss). A call that finds the key
+// missing before then writes it back full, and no emptier than that time:
 // the units taken before the loss, and the turns that callers waiting in
 // this process or seen by it hold, still count, and no burst passes. The
 // memory is each process's own (Redis, which lost the key, cannot keep
@@ -104,8 +112,24 @@
 // and return an error. Level counts the units that waiting callers have
 // reserved. SetRate rescales the bucket for everyone, but other processes
 // keep their own rate and rescale it back when they call, so processes
-// that share a key should share a rate. Callers who wait keep their turns
-// when another process pauses the bucket or changes its rate.
+// that share a key should share a rate. Within one process, a SetRate
+// waits for the calls already on their way to Redis, and every call after
+// it carries the new rate, also the give-back of a reservation made
+// before it: no call rescales the bucket back to a rate that SetRate
+// replaced. Across processes with different rates, the key is at the rate
+// of the call that reached it last; each rescaling keeps the units, so
+// the bucket's level is never lowered by it, but its drain follows
+// whichever rate the latest caller carries. Callers who wait keep their
+// turns when another process pauses the bucket or changes its rate.
+//
+// The units in the bucket survive any SetRate, however long they take to
+// drain at the new rate, as ratelimit.Limiter's do, so that a SetRate
+// there and back lets no more through than before it: ratelimit.Limiter
+// keeps them as long as 2^62 ns, about 146 years, and this package as
+// long as 10^292 years. What differs beyond 146 years: a turn reserved
+// further ahead is slept for 146 years, Redis keeps the key for at most
+// 317 years, and a limiter remembers that the key holds the bucket for at
+// most 142 years (see Lost state).
 //
 // # Failures
 //
@@ -127,7 +151,10 @@
 // without admitting anyone: here too the rate can only be under-used. A
 // cancel that go-redis runs twice gives its reservation back once, and
 // never another's: each reservation carries a random nonce, and only the
-// one whose nonce the key holds can be given back. And
+// one whose nonce the key holds can be given back. A reserve that go-redis
+// runs again finds its own nonce in the key and adds nothing more; a
+// cancel then gives back its units once, but not the reservation before
+// it, whose units drain unused. And
 // go-redis retries a refused connection Options.DialerRetries times (5 by
 // default, 100ms apart), which delays the switch to the fallback.
 package redisbucket

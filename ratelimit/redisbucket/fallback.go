@@ -37,6 +37,7 @@ type fallback struct {
 	probing bool      // a probe is in flight
 	probeAt time.Time // when the next probe may start
 	healthy time.Time // when Redis first answered since it last failed; zero before
+	paused  time.Time // the end of the latest Pause taken on the local limiter
 }
 
 func newFallback(o *fallbackOptions, maxRate float64, period, probe time.Duration, c clock.Clock) *fallback {
@@ -55,15 +56,28 @@ func newFallback(o *fallbackOptions, maxRate float64, period, probe time.Duratio
 // nothing, so that a process never admits through Redis and its local
 // limiter at once. If Redis has then answered for long enough, the limiter
 // switches back and the call goes to Redis; otherwise it stays local.
+//
+// The probe that will switch back if Redis answers carries to Redis what
+// is left of a pause taken on the local limiter, so that the pause still
+// holds after the switch: it pauses the bucket instead of reading it.
 func (l *Limiter) useRedis(ctx context.Context) bool {
 	f := l.fb
 	if f == nil || !f.active.Load() {
 		return true
 	}
-	if !f.probeDue() {
+	due, pause := f.probeDue()
+	if !due {
 		return !f.active.Load()
 	}
-	if _, err := l.run(ctx, l.params.Load(), opLevel); err != nil {
+	p := l.rlock()
+	var err error
+	if pause > 0 {
+		_, err = l.run(ctx, p, opPause, int64(pause))
+	} else {
+		_, err = l.run(ctx, p, opLevel)
+	}
+	l.rateMu.RUnlock()
+	if err != nil {
 		f.failed(ctx, err)
 		return false
 	}
@@ -72,15 +86,31 @@ func (l *Limiter) useRedis(ctx context.Context) bool {
 }
 
 // probeDue reports whether the caller should probe Redis now, and if so
-// marks a probe in flight.
-func (f *fallback) probeDue() bool {
+// marks a probe in flight. If that probe will switch back when Redis
+// answers, it also returns what is left of the local pause, or 0.
+func (f *fallback) probeDue() (bool, time.Duration) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if !f.active.Load() || f.probing || f.clock.Now().Before(f.probeAt) {
-		return false
+	now := f.clock.Now()
+	if !f.active.Load() || f.probing || now.Before(f.probeAt) {
+		return false, 0
 	}
 	f.probing = true
-	return true
+	if f.healthy.IsZero() || now.Sub(f.healthy) < (recoveryProbes-1)*f.probe {
+		return true, 0
+	}
+	return true, max(f.paused.Sub(now), 0)
+}
+
+// pause pauses the local limiter for d, and remembers until when, for the
+// switch back.
+func (f *fallback) pause(d time.Duration) {
+	f.local.Pause(d)
+	f.mu.Lock()
+	if end := f.clock.Now().Add(d); end.After(f.paused) {
+		f.paused = end
+	}
+	f.mu.Unlock()
 }
 
 // succeeded records that Redis answered. On the fallback, it switches back

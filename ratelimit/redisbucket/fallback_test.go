@@ -68,8 +68,10 @@ type switchEvent struct {
 }
 
 // TestFallback follows one limiter to its fallback and back: the local
-// bucket starts full, probes take nothing from Redis, and the limiter
-// switches back at the third probe in a row that Redis answers.
+// bucket starts full, probes take nothing from Redis, the limiter switches
+// back at the third probe in a row that Redis answers, and that probe
+// carries to Redis a pause taken on the fallback that is still in
+// progress.
 func TestFallback(t *testing.T) {
 	addr := redisAddr(t)
 	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
@@ -140,14 +142,23 @@ func TestFallback(t *testing.T) {
 		if lv, err := direct.Level(ctx); lv != 0 || err != nil {
 			t.Errorf("Redis level after two probes = %v, %v; want 0, probes take nothing", lv, err)
 		}
+		// The probe at 5s switches back, and carries to Redis the rest of
+		// the local pause, which ends at 62s: Redis admits nothing before,
+		// then one unit, then the steady rate.
 		c.AdvanceTo(t, 5*time.Second)
-		for range 10 {
-			try(true) // Redis again, drained
-		}
 		try(false)
+		roundTrips(2, "the probe that switches back, then the call on Redis")
 		if len(events) != 2 || events[1].local || events[1].cause != nil {
 			t.Errorf("switches = %v; want a second one, back to Redis", events)
 		}
+		c.AdvanceTo(t, 62*time.Second-time.Millisecond)
+		try(false)
+		c.AdvanceTo(t, 62*time.Second)
+		try(true)
+		try(false)
+		c.AdvanceTo(t, 63*time.Second)
+		try(true)
+		try(false)
 	})
 }
 

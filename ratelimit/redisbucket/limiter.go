@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"math/rand/v2"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -31,6 +32,13 @@ type Limiter struct {
 	params  atomic.Pointer[params]
 	fb      *fallback // nil without WithFallback
 	seen    sighting  // until when Redis last said the key holds the bucket
+
+	// rateMu orders SetRate with the round trips: each holds it for
+	// reading from loading the params to the reply, and SetRate for writing
+	// while it publishes new ones, so that no call reaches Redis with the
+	// params of before a SetRate that has returned (a call rescales the
+	// key to the rate it carries).
+	rateMu sync.RWMutex
 
 	// changed is closed, and replaced, when SetRate changes the capacity,
 	// so that waiters check their amounts against it.
@@ -58,8 +66,9 @@ type params struct {
 
 // maxPeriod is ratelimit's limit on periods and pauses (about 417 days).
 // The script's float64 arithmetic is exact to the nanosecond while the tat
-// is within 2^53 ns (about 104 days) of the key's epoch, and loses a few
-// nanoseconds beyond.
+// is within 2^53 ns (about 104 days) of the key's epoch; beyond, it rounds
+// every sum up to the next float64 (2, 4, 8... ns apart), so that a cost
+// is never lost: admissions may come that much later, never earlier.
 const maxPeriod = time.Duration(1) << 55
 
 // newParams checks maxRate and period. Time in the bucket is counted in
@@ -208,9 +217,15 @@ func (l *Limiter) check(ctx context.Context, name string, amount float64, op str
 	}
 	ctx = l.realDeadline(ctx)
 	if !l.useRedis(ctx) {
-		return l.checkLocal(amount, op), nil
+		return l.checkLocal(amount, op)
+	}
+	p = l.rlock()
+	if err := checkAmount(amount, p.maxRate); err != nil {
+		l.rateMu.RUnlock() // SetRate lowered the capacity meanwhile
+		return false, err
 	}
 	v, err := l.run(ctx, p, op, p.cost(amount))
+	l.rateMu.RUnlock()
 	if err == nil {
 		var ok bool
 		if ok, err = parseBool(v); err == nil {
@@ -219,16 +234,29 @@ func (l *Limiter) check(ctx context.Context, name string, amount float64, op str
 		}
 	}
 	if l.fb.failed(ctx, err) {
-		return l.checkLocal(amount, op), nil
+		return l.checkLocal(amount, op)
 	}
 	return false, l.fail(ctx, fmt.Sprintf("%s(%v)", name, amount), err)
 }
 
-func (l *Limiter) checkLocal(amount float64, op string) bool {
-	if op == opTake {
-		return l.fb.local.TryAcquire(amount)
+// checkLocal answers TryAcquire or HasCapacity on the fallback, whose
+// capacity is the local share: a larger amount fails with
+// ratelimit.ErrExceedsCapacity, as Acquire does there.
+func (l *Limiter) checkLocal(amount float64, op string) (bool, error) {
+	if err := checkAmount(amount, l.fb.local.MaxRate()); err != nil {
+		return false, err
 	}
-	return l.fb.local.HasCapacity(amount)
+	if op == opTake {
+		return l.fb.local.TryAcquire(amount), nil
+	}
+	return l.fb.local.HasCapacity(amount), nil
+}
+
+// rlock takes rateMu for reading and returns the params in force, which
+// stay so until the caller's RUnlock.
+func (l *Limiter) rlock() *params {
+	l.rateMu.RLock()
+	return l.params.Load()
 }
 
 // Wait is shorthand for Acquire(ctx, 1).
@@ -286,11 +314,17 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 		remaining = deadline.Sub(l.clock.Now())
 		limit = max(int64(remaining), 0)
 	}
+	p = l.rlock()
+	if err := checkAmount(amount, p.maxRate); err != nil {
+		l.rateMu.RUnlock() // SetRate lowered the capacity meanwhile
+		return err
+	}
 	cost, nonce := p.cost(amount), 1+rand.Int64N(1<<53-1)
 	v, err := l.run(rctx, p, opReserve, cost, limit, nonce)
+	l.rateMu.RUnlock()
 	var r reservation
 	if err == nil {
-		r, err = parseReservation(v, nonce)
+		r, err = parseReservation(v, nonce, cost)
 	}
 	if err != nil {
 		if l.fb.failed(rctx, err) {
@@ -310,20 +344,20 @@ func (l *Limiter) Acquire(ctx context.Context, amount float64) error {
 	// the reply's trip: waiting the whole of it from now errs late, never
 	// early. If that reaches the deadline, the reservation goes back.
 	if hasDeadline && !l.clock.Now().Add(wait).Before(deadline) {
-		l.giveBack(ctx, p, cost, r)
+		l.giveBack(ctx, amount, r)
 		return fmt.Errorf("redisbucket: key %q: %w", l.key, &ratelimit.DeadlineError{Amount: amount, Wait: wait, Remaining: remaining})
 	}
-	return l.sleep(ctx, p, amount, cost, wait, r)
+	return l.sleep(ctx, amount, wait, r)
 }
 
 // sleep waits for the turn that a reservation gave the caller.
-func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost int64, wait time.Duration, r reservation) error {
+func (l *Limiter) sleep(ctx context.Context, amount float64, wait time.Duration, r reservation) error {
 	t := l.clock.Timer(wait)
 	defer t.Stop()
 	for {
 		changed := *l.changed.Load()
 		if err := checkAmount(amount, l.params.Load().maxRate); err != nil {
-			l.giveBack(ctx, p, cost, r)
+			l.giveBack(ctx, amount, r)
 			return err
 		}
 		select {
@@ -335,7 +369,7 @@ func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost int
 				return nil // the turn came first
 			default:
 			}
-			l.giveBack(ctx, p, cost, r)
+			l.giveBack(ctx, amount, r)
 			return ctx.Err()
 		case <-changed:
 		}
@@ -346,7 +380,17 @@ func (l *Limiter) sleep(ctx context.Context, p *params, amount float64, cost int
 // change to the bucket depends on it. It is best effort: a failed round
 // trip leaves the units in the bucket, where they drain unused. It takes at
 // most the limiter's timeout, even though ctx has ended.
-func (l *Limiter) giveBack(ctx context.Context, p *params, cost int64, r reservation) {
+//
+// It runs at the rate in force now, not the one the reservation was made
+// at, so that it never rescales the bucket back to a rate that SetRate
+// replaced. A SetRate that changed the time a unit takes has replaced the
+// nonce too, so that nothing is given back then; one that changed only the
+// period may change what amount costs, and giveBack takes back the lesser
+// of the two costs: never more than the reservation added.
+func (l *Limiter) giveBack(ctx context.Context, amount float64, r reservation) {
+	p := l.rlock()
+	defer l.rateMu.RUnlock()
+	cost := min(p.cost(amount), r.cost)
 	_, _ = l.run(context.WithoutCancel(ctx), p, opCancel, cost, r.nonce, r.prev)
 }
 
@@ -386,11 +430,13 @@ func (l *Limiter) Level(ctx context.Context) (float64, error) {
 	if !l.useRedis(ctx) {
 		return l.fb.local.Level(), nil
 	}
-	return l.level(ctx, "Level", l.params.Load())
+	p := l.rlock()
+	defer l.rateMu.RUnlock()
+	return l.level(ctx, "Level", p)
 }
 
 // level reads the level for Level and SetRate; ctx is already on the real
-// clock (realDeadline).
+// clock (realDeadline). The caller holds rateMu for reading.
 func (l *Limiter) level(ctx context.Context, name string, p *params) (float64, error) {
 	v, err := l.run(ctx, p, opLevel)
 	var level float64
@@ -420,7 +466,8 @@ func (l *Limiter) level(ctx context.Context, name string, p *params) (float64, e
 // pause get theirs from its end on, one after the other, with their units
 // on top of the bucket as it is then. Pause with d <= 0 does nothing;
 // pauses longer than about 417 days are cut to that. On the fallback it
-// pauses the local limiter.
+// pauses the local limiter, and the probe that switches back to Redis
+// pauses the bucket for what is left of it.
 func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 	if d <= 0 {
 		return nil
@@ -428,14 +475,15 @@ func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 	d = min(d, maxPeriod)
 	ctx = l.realDeadline(ctx)
 	if !l.useRedis(ctx) {
-		l.fb.local.Pause(d)
+		l.fb.pause(d)
 		return nil
 	}
-	p := l.params.Load()
+	p := l.rlock()
 	_, err := l.run(ctx, p, opPause, int64(d))
+	l.rateMu.RUnlock()
 	if err != nil {
 		if l.fb.failed(ctx, err) {
-			l.fb.local.Pause(d)
+			l.fb.pause(d)
 			return nil
 		}
 		return l.fail(ctx, fmt.Sprintf("Pause(%v)", d), err)
@@ -446,14 +494,17 @@ func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 
 // SetRate changes the capacity and the period of this Limiter, and rescales
 // the bucket in one round trip: the units in it stay there and drain at the
-// new rate from now on (a level that would take more than about 2 years
-// to drain is cut to that); a bucket left above the new capacity just
-// drains before admitting again. A pause in progress keeps its end, and
+// new rate from now on, however long they take to drain at it; a bucket
+// left above the new capacity just drains before admitting again. A pause in progress keeps its end, and
 // ends as a pause does at the new rate: one unit fits, then the steady
 // rate, with no burst; the units reserved during it stay on top. Callers
 // of this Limiter waiting in Acquire whose amount exceeds the new capacity
 // return ratelimit.ErrExceedsCapacity; the others keep the turns they
-// reserved, as do the callers of other processes.
+// reserved, as do the callers of other processes. SetRate first waits for
+// this Limiter's calls already on their way to Redis, which reach it with
+// the old rate; every call after SetRate, also the give-back of a
+// reservation made before it, carries the new rate, so that none
+// rescales the bucket back to the old one.
 //
 // Other Limiters on the key keep their own rate, and a call from one of
 // them rescales the bucket back to it: to change the rate of a fleet, call
@@ -463,16 +514,22 @@ func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
 // New refuses.
 func (l *Limiter) SetRate(ctx context.Context, maxRate float64, period time.Duration) error {
 	p := newParams("SetRate", maxRate, period)
+	// Calls in flight finish with the old params first; those that start
+	// from now on carry the new ones.
+	l.rateMu.Lock()
 	l.params.Store(p)
 	if l.fb != nil {
 		l.fb.local.SetRate(l.fb.share*maxRate, period)
 	}
+	l.rateMu.Unlock()
 	ch := make(chan struct{})
 	close(*l.changed.Swap(&ch))
 	ctx = l.realDeadline(ctx)
 	if !l.useRedis(ctx) {
 		return nil
 	}
+	p = l.rlock()
+	defer l.rateMu.RUnlock()
 	_, err := l.level(ctx, fmt.Sprintf("SetRate(%v, %v)", maxRate, period), p)
 	return err
 }

@@ -631,10 +631,10 @@ func TestKeyExpires(t *testing.T) {
 	if ok, err := lim.TryAcquire(ctx, 50); !ok || err != nil {
 		t.Fatalf("TryAcquire(50) = %v, %v", ok, err)
 	}
-	// 50 units drain in 50ms: the key lives at most that, plus the
-	// millisecond PX rounds up.
-	if ttl := rdb.PTTL(ctx, key).Val(); ttl > 51*time.Millisecond {
-		t.Errorf("PTTL %v; want at most 51ms", ttl)
+	// 50 units drain in 50ms: the key lives at most that, plus the 3ms it
+	// lingers, so that its expiry is never taken for a loss.
+	if ttl := rdb.PTTL(ctx, key).Val(); ttl > 53*time.Millisecond {
+		t.Errorf("PTTL %v; want at most 53ms", ttl)
 	}
 	for i := 0; rdb.Exists(ctx, key).Val() != 0; i++ {
 		if i == 1000 {

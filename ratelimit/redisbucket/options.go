@@ -91,6 +91,8 @@ func WithTimeout(d time.Duration) Option {
 // switch at the same pace. Back on Redis, the bucket is as the processes
 // that used it left it: after an outage that cut off every process it has
 // drained, and admits up to maxRate at once, which the bound above counts.
+// A Pause taken on the fallback and still in progress at the switch back
+// pauses the bucket in Redis for what is left of it.
 //
 // notify, if not nil, is called with local true and the cause when the
 // limiter switches to the fallback, and with local false and a nil cause

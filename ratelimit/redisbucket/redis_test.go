@@ -86,7 +86,7 @@ func mockTimeSource() string {
 	s := bucketSource
 	for _, r := range [...]struct{ old, new string }{
 		{"redis.call('TIME')", "{ARGV[#ARGV - 1], ARGV[#ARGV]}"},
-		{"local linger = 1\n", "local linger = 3600000\n"},
+		{"local linger = 3\n", "local linger = 3600000\n"},
 	} {
 		if n := strings.Count(s, r.old); n != 1 {
 			panic(fmt.Sprintf("bucketSource holds %q %d times, want once", r.old, n))

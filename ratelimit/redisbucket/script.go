@@ -23,13 +23,20 @@ import (
 // pause; and n, the nonce of the reservation that the bucket rests on
 // last, or 0 if it rests on another operation. Times are counted from e
 // rather than from 1970 so that they stay exact in Lua's float64 numbers:
-// e moves forward once it is a day old. The key expires when the bucket
-// has drained and the pause has ended.
+// e moves forward once it is a day old, and back to now if the server's
+// clock steps back before it, so that now and a pause's end stay > 0 (0
+// means no pause). Beyond 2^53 ns from e (long periods, turns reserved far
+// ahead, a level kept across a SetRate to a much slower rate), every sum
+// is rounded up to the next float64 (up), so that a cost always moves the
+// tat and a refund never takes more than its cost. The key expires a few
+// milliseconds after the bucket has drained and the pause has ended
+// (linger).
 //
 // A pause is kept as its end, as in ratelimit.Limiter: nothing is admitted
 // before it, and from it on the bucket holds at least one unit short of
 // full (nothing, for a capacity of at most one unit) at the rate in force
-// when it ends, and the turns reserved during the pause on top of that, as
+// when it ends (one unit's nanoseconds rounded down, so that no more than
+// one unit fits), and the turns reserved during the pause on top of that, as
 // ratelimit's callers queued during a pause are admitted on top of it.
 // Once the pause has ended, every call puts that floor, and r, in t, until
 // one stores the key. A pause is time: rescaling keeps its end and
@@ -37,7 +44,8 @@ import (
 // new rate. Before the end, the level counts the floor back from it.
 //
 // A missing key is an empty bucket, unless the caller saw it hold one that
-// should not have drained yet: then Redis lost it (a restart without
+// should not have drained yet (the key outlives that time, so that its
+// expiry is never taken for a loss): then Redis lost it (a restart without
 // persistence, a flush, an eviction, a failover to a replica that missed
 // the write), and the script writes it back full, and behind the time the
 // caller saw it reach, so that the units taken before the loss, and the
@@ -65,9 +73,11 @@ import (
 //
 // Every reply starts with the server's time in microseconds since 1970 and
 // the time until which the key holds the bucket, in microseconds since 1970
-// rounded up, or 0 if it holds none. Then: take and check 1 or 0; reserve 1,
+// rounded up (at most 2^52µs past e), or 0 if it holds none. Then: take and
+// check 1 or 0; reserve 1,
 // the wait, and the nonce it replaced when it reserved (the wait may be <=
-// 0: admitted now), or 0 and the wait when the wait is not below the limit;
+// 0: admitted now; at most 2^62 ns), or 0 and the wait when the wait is not
+// below the limit;
 // cancel 1 if it gave the reservation back, else 0; pause 0; level the
 // level in units as a string, since Redis truncates Lua numbers to
 // integers.
@@ -84,23 +94,42 @@ import (
 // reservation before it can be given back in turn, and a cancel that runs
 // twice (as go-redis runs a command again after a lost reply) gives back
 // nothing the second time, even if a reservation of the same cost has
-// since brought the tat back to where it was.
+// since brought the tat back to where it was. A reserve that runs again
+// finds its own nonce in the key: it adds nothing, and replies 0 as the
+// nonce it replaced, so that its cancel gives back one reservation and
+// leaves the nonce 0 (a cancel never restores its own nonce either).
 //
 // Rescaling rounds up, as every other rounding here does: the bucket may
 // look fuller than it is, never emptier. Between two whole numbers of
 // nanoseconds per unit it is exact, as ratelimit's is, while
 // lead*u/gcd(u, su) stays below 2^53 (lead is the tat's lead on now, or r).
+// It keeps every unit, however long they take to drain at the new rate (up
+// to 2^1000 ns, where float64s end), so that a rescaling there and back
+// lets no more through than before it.
 //
 // The script calls TIME before writing, which Redis allows since 3.2 with
 // effects replication (always on since 7.0). It is written for the server's
 // time: string patterns, closures and extra tonumber calls each cost a
-// measurable part of a call, so it does without them, but for one closure
-// made only when it rescales, which is rare.
+// measurable part of a call, so it does without them, but for up, which
+// rounds sums, and one closure made only when it rescales, which is rare.
 const bucketSource = `
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]
 local op, u, period = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local seen, arg = tonumber(ARGV[4]), tonumber(ARGV[5])
+
+-- up returns a + b rounded up: the least float64 at or above the exact sum.
+-- Sums of whole numbers below 2^53 are exact; beyond, where float64s are
+-- 2, 4, 8... apart, a cost is never lost and a refund never grows.
+local function up(a, b)
+  local s = a + b
+  local bb = s - a
+  if (a - (s - bb)) + (b - bb) > 0 then
+    local _, x = math.frexp(s)
+    s = s + 2^(x - 53)
+  end
+  return s
+end
 
 local clock = redis.call('TIME')
 local sec, usec = tonumber(clock[1]), tonumber(clock[2])
@@ -117,29 +146,32 @@ if cur then
   end
   e, t, su, sp, pause, r, n = struct.unpack('>ddddddd', cur)
   now = (sec - e) * 1e9 + now
-elseif seen - sec * 1e6 - usec > 2000 then
-  -- The caller saw the key hold a bucket until more than 2ms from now (the
-  -- key may expire up to a millisecond early, as PX counts from the start
-  -- of the script in whole milliseconds): it was lost. It comes back full,
-  -- and no earlier than the caller saw it end.
-  t, dirty = math.max(now + period, (seen - sec * 1e6) * 1000), true
+elseif seen > sec * 1e6 + usec then
+  -- The caller saw the key hold a bucket until after now, and the key
+  -- outlives that (see linger): it was lost. It comes back full, and no
+  -- earlier than the caller saw it end.
+  t, dirty = math.max(up(now, period), (seen - sec * 1e6) * 1000), true
 end
--- The key outlives the drain by up to this many milliseconds, since PX
--- counts whole ones.
-local linger = 1
+-- The key outlives the time it holds the bucket until by more than a
+-- millisecond: PX counts whole milliseconds from the start of the script,
+-- which may lose up to two.
+local linger = 3
 
 if pause > 0 and pause <= now then
   -- The pause has ended: from its end the bucket holds at least one unit
-  -- short of full (nothing, for a capacity of at most one unit) at the
-  -- key's rate, the rate in force then, and the units reserved during the
-  -- pause on top. Every call works this out again until one stores it.
-  t = math.max(t, pause + sp - math.min(math.ceil(su), sp)) + r
+  -- (rounded down) short of full (nothing, for a capacity of at most one
+  -- unit) at the key's rate, the rate in force then, and the units
+  -- reserved during the pause on top. Every call works this out again
+  -- until one stores it.
+  t = up(math.max(t, up(pause, up(sp, -math.min(math.floor(su), sp)))), r)
   pause, r = 0, 0
 end
-if now >= 86400e9 then
+if now >= 86400e9 or now < 0 then
+  -- The epoch moves to now once it is a day old, or when the server's
+  -- clock stepped back before it, so that now, and a pause's end, stay > 0.
   local shift = (sec - e) * 1e9
-  t = t - shift
-  if pause > 0 then pause = pause - shift end
+  t = up(t, -shift)
+  if pause > 0 then pause = up(pause, -shift) end
   e, now = sec, usec * 1000
   dirty = true
 end
@@ -159,11 +191,11 @@ if su ~= u then
     if exact and lead * a < 2^53 then
       local q = math.ceil(lead * a / b)
       if q * b < lead * a then q = q + 1 end
-      return math.min(q, 2^56)
+      return q
     end
-    return math.min(math.ceil(lead / su * u * (1 + 2^-50)), 2^56)
+    return math.min(math.ceil(lead / su * u * (1 + 2^-50)), 2^1000)
   end
-  if t > now then t = now + rescale(t - now) end
+  if t > now then t = up(now, rescale(up(t, -now))) end
   if r > 0 then r = rescale(r) end
   n = 0
 end
@@ -174,53 +206,68 @@ end
 -- admits nothing before its end, from which the bucket holds at least one
 -- unit short of full at the key's rate, now the caller's (fo past the
 -- end), and then the units reserved during the pause.
-local fo = period - math.min(math.ceil(u), period)
+local fo = up(period, -math.min(math.floor(u), period))
 
 local res, wait, prev = 0, 0, 0
 if op == 'take' or op == 'check' then
-  local tat = math.max(t, now) + arg
-  if pause == 0 and tat - now <= period then
+  local tat = up(math.max(t, now), arg)
+  -- tat - now <= period, exactly: tat against now + period rounded down.
+  if pause == 0 and tat <= -up(-now, -period) then
     res = 1
     if op == 'take' then t, n, dirty = tat, 0, true end
   end
 elseif op == 'reserve' then
+  local nonce = tonumber(ARGV[7])
+  -- A reserve that the key's nonce names already ran (go-redis ran it
+  -- again after a lost reply): its units are in, and it adds none, and
+  -- names no reservation before it, so that a cancel gives back one.
+  local again = n == nonce
+  if again then arg = 0 end
   local tat = math.max(t, now)
-  if pause > 0 then tat = math.max(tat, pause + fo) + r end
-  tat = tat + arg
+  if pause > 0 then tat = up(math.max(tat, up(pause, fo)), r) end
+  tat = up(tat, arg)
   local limit = tonumber(ARGV[6])
-  wait = math.max(tat - period, pause) - now
-  if wait <= 0 or limit < 0 or wait < limit then
-    if pause > 0 then r = r + arg else t = tat end
-    prev, n, dirty, res = n, tonumber(ARGV[7]), true, 1
+  wait = up(math.max(up(tat, -period), pause), -now)
+  if again then
+    res = 1
+  elseif wait <= 0 or limit < 0 or wait < limit then
+    if pause > 0 then r = up(r, arg) else t = tat end
+    prev, n, dirty, res = n, nonce, true, 1
   end
+  -- Redis replies integers, which a wait beyond 2^62ns (146 years) would
+  -- overflow.
+  wait = math.min(wait, 2^62)
 elseif op == 'cancel' then
-  if n ~= 0 and n == tonumber(ARGV[6]) then
-    if pause > 0 then r = math.max(r - arg, 0) else t = t - arg end
+  local nonce = tonumber(ARGV[6])
+  if n ~= 0 and n == nonce then
+    if pause > 0 then r = math.max(up(r, -arg), 0) else t = up(t, -arg) end
     n, dirty, res = tonumber(ARGV[7]), true, 1
+    if n == nonce then n = 0 end
   end
 elseif op == 'pause' then
-  local nu = now + arg
+  local nu = up(now, arg)
   if nu > pause then pause, n, dirty = nu, 0, true end
 elseif op == 'level' then
   local tat = math.max(t, now)
-  if pause > 0 then tat = math.max(tat, pause + fo) + r end
+  if pause > 0 then tat = up(math.max(tat, up(pause, fo)), r) end
   res = string.format('%.17g', (tat - now) / u)
 else
   return redis.error_reply('ERR redisbucket: unknown operation ' .. tostring(op))
 end
 -- Store the bucket, or delete the key once the bucket has drained and the
--- pause has ended.
+-- pause has ended. Expiries and the reply stop at 10^13ms and 2^52µs
+-- (over a century): Redis takes and replies integers.
 local keep = t
-if pause > 0 then keep = math.max(t, pause + fo) + r end
+if pause > 0 then keep = up(math.max(t, up(pause, fo)), r) end
 if dirty then
   if keep > now then
-    redis.call('SET', key, struct.pack('>ddddddd', e, t, su, sp, pause, r, n), 'PX', math.floor((keep - now) / 1e6) + linger)
+    redis.call('SET', key, struct.pack('>ddddddd', e, t, su, sp, pause, r, n), 'PX', math.min(math.floor((keep - now) / 1e6), 1e13) + linger)
   elseif cur then
     redis.call('DEL', key)
   end
 end
 local held = 0
-if keep > now then held = e * 1e6 + math.ceil(keep / 1000) end
+if keep > now then held = e * 1e6 + math.min(math.ceil(keep / 1000), 2^52) end
 if op == 'reserve' then return {sec * 1e6 + usec, held, res, wait, prev} end
 return {sec * 1e6 + usec, held, res}
 `
@@ -304,6 +351,7 @@ type reservation struct {
 	wait  int64 // nanoseconds from the server's now to the caller's turn
 	nonce int64 // the reservation's, which cancel names
 	prev  int64 // the nonce it replaced, which cancel restores
+	cost  int64 // what it added to the bucket, in nanoseconds at its rate
 }
 
 // replyError reports a reply the limiter cannot read: Redis answered, so
@@ -312,7 +360,7 @@ type replyError struct{ reply any }
 
 func (e *replyError) Error() string { return fmt.Sprintf("unexpected reply %v", e.reply) }
 
-func parseReservation(s []any, nonce int64) (reservation, error) {
+func parseReservation(s []any, nonce, cost int64) (reservation, error) {
 	if len(s) < 3 {
 		return reservation{}, &replyError{s}
 	}
@@ -322,7 +370,7 @@ func parseReservation(s []any, nonce int64) (reservation, error) {
 	if !ok1 || !ok2 || !ok3 {
 		return reservation{}, &replyError{s}
 	}
-	return reservation{ok: status == 1, wait: wait, nonce: nonce, prev: prev}, nil
+	return reservation{ok: status == 1, wait: wait, nonce: nonce, prev: prev, cost: cost}, nil
 }
 
 func parseBool(s []any) (bool, error) {
