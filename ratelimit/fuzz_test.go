@@ -171,7 +171,13 @@ func fuzzRun(t *testing.T, c *clocktest.Clock, ops []byte) {
 		if level > lim.MaxRate()+1e-9 && !overfull {
 			t.Fatalf("level %v above MaxRate %v with no Pause or lowering SetRate", level, lim.MaxRate())
 		}
-		if level <= lim.MaxRate() {
+		// A pause in progress shows as a level too, at the rate in force:
+		// a SetRate to a faster one may put it above MaxRate.
+		paused := false
+		for _, p := range pauses {
+			paused = paused || c.Elapsed() < p.to
+		}
+		if level <= lim.MaxRate() && !paused {
 			overfull = false
 		}
 	}
