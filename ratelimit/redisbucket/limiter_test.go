@@ -320,6 +320,37 @@ func TestWorkedExample(t *testing.T) {
 	})
 }
 
+// giveBackKit returns the helpers of the tests of give-backs on lim, a
+// limiter of one unit a second: level checks Level, waiter queues an
+// Acquire(1) that cancel ends, and cancelled cancels one and checks it
+// returned context.Canceled.
+func giveBackKit(t *testing.T, c *clocktest.Clock, lim *Limiter) (
+	level func(want float64),
+	waiter func() (context.CancelFunc, <-chan result),
+	cancelled func(context.CancelFunc, <-chan result),
+) {
+	ctx := context.Background()
+	level = func(want float64) {
+		t.Helper()
+		if lv, err := lim.Level(ctx); lv != want || err != nil {
+			t.Errorf("Level at %v = %v, %v; want %v", c.Elapsed(), lv, err, want)
+		}
+	}
+	waiter = func() (context.CancelFunc, <-chan result) {
+		wctx, cancel := context.WithCancel(ctx)
+		return cancel, acquireAt(wctx, c, lim, 1)
+	}
+	cancelled = func(cancel context.CancelFunc, ch <-chan result) {
+		t.Helper()
+		cancel()
+		c.Settle()
+		if r := <-ch; !errors.Is(r.err, context.Canceled) {
+			t.Errorf("cancelled waiter returned %v", r.err)
+		}
+	}
+	return level, waiter, cancelled
+}
+
 // TestCancelGivesBack checks which cancelled reservations go back: those
 // that no later change to the bucket rests on.
 func TestCancelGivesBack(t *testing.T) {
@@ -328,24 +359,7 @@ func TestCancelGivesBack(t *testing.T) {
 		ctx := context.Background()
 		rdb := newClient(t, addr)
 		lim := onMockTime(New(rdb, testKey(t, rdb), 1, time.Second, WithClock(c)), c)
-		level := func(want float64) {
-			t.Helper()
-			if lv, err := lim.Level(ctx); lv != want || err != nil {
-				t.Errorf("Level at %v = %v, %v; want %v", c.Elapsed(), lv, err, want)
-			}
-		}
-		waiter := func() (context.CancelFunc, <-chan result) {
-			wctx, cancel := context.WithCancel(ctx)
-			return cancel, acquireAt(wctx, c, lim, 1)
-		}
-		cancelled := func(cancel context.CancelFunc, ch <-chan result) {
-			t.Helper()
-			cancel()
-			c.Settle()
-			if r := <-ch; !errors.Is(r.err, context.Canceled) {
-				t.Errorf("cancelled waiter returned %v", r.err)
-			}
-		}
+		level, waiter, cancelled := giveBackKit(t, c, lim)
 
 		if err := lim.Acquire(ctx, 1); err != nil {
 			t.Fatal(err)

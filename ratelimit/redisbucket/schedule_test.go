@@ -2,7 +2,6 @@ package redisbucket
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -437,24 +436,7 @@ func TestCancelDuringPause(t *testing.T) {
 		ctx := context.Background()
 		rdb := newClient(t, addr)
 		lim := onMockTime(New(rdb, testKey(t, rdb), 1, time.Second, WithClock(c)), c)
-		level := func(want float64) {
-			t.Helper()
-			if lv, err := lim.Level(ctx); lv != want || err != nil {
-				t.Errorf("Level at %v = %v, %v; want %v", c.Elapsed(), lv, err, want)
-			}
-		}
-		waiter := func() (context.CancelFunc, <-chan result) {
-			wctx, cancel := context.WithCancel(ctx)
-			return cancel, acquireAt(wctx, c, lim, 1)
-		}
-		cancelled := func(cancel context.CancelFunc, ch <-chan result) {
-			t.Helper()
-			cancel()
-			c.Settle()
-			if r := <-ch; !errors.Is(r.err, context.Canceled) {
-				t.Errorf("cancelled waiter returned %v", r.err)
-			}
-		}
+		level, waiter, cancelled := giveBackKit(t, c, lim)
 
 		if err := lim.Pause(ctx, 2*time.Second); err != nil {
 			t.Fatal(err)
