@@ -406,7 +406,7 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 	if l.q.tailOK && l.q.tailP == p {
 		l.q.tail.step(p, cost)
 	}
-	watch := l.join(ctx, seq)
+	watch := l.q.join(ctx, seq)
 	if l.q.live == 1 {
 		l.process(p, now) // sets the timer
 	}
@@ -618,7 +618,7 @@ func (l *Limiter) reprice(r *rate) {
 		if err := checkAmount(s.amount, r.maxRate); err != nil {
 			gone, seq := *s, q.headSeq+uint64(i)
 			q.leave(s, err)
-			l.left(gone, seq)
+			l.q.left(l, gone, seq)
 		}
 	}
 	q.costHi, q.costLo, q.nearFull, q.tailOK = 0, 0, 0, false
@@ -768,7 +768,7 @@ func (l *Limiter) process(p *params, now int64) {
 			return
 		}
 		if err := checkAmount(s.amount, p.maxRate); err != nil {
-			l.left(l.q.pop(err), seq)
+			l.q.left(l, l.q.pop(err), seq)
 			continue
 		}
 		if ns < p.blockNs {
@@ -785,7 +785,7 @@ func (l *Limiter) process(p *params, now int64) {
 			l.q.tailOK = false // admitted late, into an empty bucket
 		}
 		setTat(p, max(t, now)+s.cost)
-		l.left(l.q.pop(nil), seq)
+		l.q.left(l, l.q.pop(nil), seq)
 	}
 }
 
@@ -803,6 +803,20 @@ func (l *Limiter) arm(p *params, ns, due int64) {
 		l.timer.Reset(d)
 	}
 	l.armed, l.timerAt = true, at
+}
+
+// cancel hands ctx's error to every member of w still waiting, and admits
+// whoever may then go. It requires lock.
+func (l *Limiter) cancel(w *watcher, p *params, now int64) {
+	l.q.cancel(w)
+	l.process(p, now)
+}
+
+// cancelGroup cancels w's group when its context ends after its owner left.
+func (l *Limiter) cancelGroup(w *watcher) {
+	p, now := l.lock()
+	l.cancel(w, p, now)
+	l.unlock()
 }
 
 // fire is the timer's function.

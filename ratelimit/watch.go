@@ -24,14 +24,14 @@ type watcher struct {
 
 // join puts the waiter seq, just pushed, in the group of the waiter before
 // it if they share ctx, and reports whether it must watch ctx itself. It
-// requires lock.
-func (l *Limiter) join(ctx context.Context, seq uint64) (watch bool) {
-	s := l.q.at(seq)
+// requires the limiter's lock.
+func (q *queue) join(ctx context.Context, seq uint64) (watch bool) {
+	s := q.at(seq)
 	if s.done == nil {
 		return false
 	}
-	prev := l.q.at(seq - 1)
-	if seq == l.q.headSeq || prev == nil || prev.done != s.done {
+	prev := q.at(seq - 1)
+	if seq == q.headSeq || prev == nil || prev.done != s.done {
 		return true
 	}
 	w := prev.w
@@ -43,7 +43,7 @@ func (l *Limiter) join(ctx context.Context, seq uint64) (watch bool) {
 		// Forget the members that have left.
 		kept := w.members[:0]
 		for _, m := range w.members {
-			if ms := l.q.at(m); ms != nil && ms.w == w {
+			if ms := q.at(m); ms != nil && ms.w == w {
 				kept = append(kept, m)
 			}
 		}
@@ -55,9 +55,16 @@ func (l *Limiter) join(ctx context.Context, seq uint64) (watch bool) {
 	return false
 }
 
+// A canceller is a limiter whose queue's groups the watchers cancel: it
+// takes its lock, hands ctx's error to the members of w still waiting
+// (with queue.cancel), admits whoever may then go, and unlocks.
+type canceller interface {
+	cancelGroup(w *watcher)
+}
+
 // left updates the group of a waiter that left the queue admitted or
-// refused. It requires lock.
-func (l *Limiter) left(s slot, seq uint64) {
+// refused; l is the queue's limiter. It requires the limiter's lock.
+func (q *queue) left(l canceller, s slot, seq uint64) {
 	w := s.w
 	if w == nil {
 		return
@@ -66,11 +73,7 @@ func (l *Limiter) left(s slot, seq uint64) {
 	if w.owner && seq == w.ownerSeq {
 		w.owner = false
 		if w.live > 0 {
-			w.stop = context.AfterFunc(w.ctx, func() {
-				p, now := l.lock()
-				l.cancel(w, p, now)
-				l.unlock()
-			})
+			w.stop = context.AfterFunc(w.ctx, func() { l.cancelGroup(w) })
 		}
 	}
 	if w.live == 0 && w.stop != nil {
@@ -78,18 +81,17 @@ func (l *Limiter) left(s slot, seq uint64) {
 	}
 }
 
-// cancel hands ctx's error to every member of w still waiting, and admits
-// whoever may then go. It requires lock.
-func (l *Limiter) cancel(w *watcher, p *params, now int64) {
+// cancel hands ctx's error to every member of w still waiting. It
+// requires the limiter's lock; the limiter then admits whoever may go.
+func (q *queue) cancel(w *watcher) {
 	err := w.ctx.Err()
 	for _, m := range w.members {
-		if s := l.q.at(m); s != nil && s.w == w {
-			l.q.leave(s, err)
+		if s := q.at(m); s != nil && s.w == w {
+			q.leave(s, err)
 		}
 	}
 	w.live, w.members = 0, nil
 	if w.stop != nil {
 		w.stop()
 	}
-	l.process(p, now)
 }
