@@ -412,15 +412,13 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 	}
 	l.unlock()
 
-	if !watch {
-		return <-ch
-	}
-	select {
-	case err := <-ch:
-		return err
-	case <-done:
-	}
-	p, now = l.lock()
+	return awaitTurn(ctx, l, seq, ch, watch)
+}
+
+// withdraw takes the waiter seq, whose context has ended, out of the queue
+// if it is still there, with its group, and admits whoever may then go.
+func (l *Limiter) withdraw(ctx context.Context, seq uint64, ch chan error) {
+	p, now := l.lock()
 	if s := l.q.at(seq); s != nil && s.ch == ch {
 		if s.w != nil {
 			l.cancel(s.w, p, now)
@@ -430,7 +428,6 @@ func (l *Limiter) wait(ctx context.Context, amount float64) error {
 		}
 	}
 	l.unlock()
-	return <-ch // the cancellation, or a result that came first
 }
 
 // due returns when, in nanoseconds since the epoch, a newcomer that costs

@@ -55,11 +55,30 @@ func (q *queue) join(ctx context.Context, seq uint64) (watch bool) {
 	return false
 }
 
-// A canceller is a limiter whose queue's groups the watchers cancel: it
-// takes its lock, hands ctx's error to the members of w still waiting
-// (with queue.cancel), admits whoever may then go, and unlocks.
+// A canceller is a limiter that holds a queue of waiters.
 type canceller interface {
+	// cancelGroup takes the limiter's lock, hands ctx's error to the
+	// members of w still waiting (with queue.cancel), admits whoever may
+	// then go, and unlocks.
 	cancelGroup(w *watcher)
+	// withdraw does the same for the waiter seq, which gets its result on
+	// ch, and its group: its context has ended.
+	withdraw(ctx context.Context, seq uint64, ch chan error)
+}
+
+// awaitTurn waits for the result of the waiter seq, just queued in l: on
+// ch, or, if watch is set, until ctx ends, when it withdraws the waiter.
+func awaitTurn(ctx context.Context, l canceller, seq uint64, ch chan error, watch bool) error {
+	if !watch {
+		return <-ch
+	}
+	select {
+	case err := <-ch:
+		return err
+	case <-ctx.Done():
+	}
+	l.withdraw(ctx, seq, ch)
+	return <-ch // the cancellation, or a result that came first
 }
 
 // left updates the group of a waiter that left the queue admitted or
