@@ -1,6 +1,28 @@
-// Package ratelimit provides a leaky-bucket rate limiter: the Go counterpart
+// Package ratelimit provides two rate limiters with the same methods and
+// the same waiting guarantees: Limiter, a leaky bucket, the Go counterpart
 // of Python's aiolimiter, with FIFO fairness, exact cancellation and a
-// lock-free fast path.
+// lock-free fast path; and Window, an exact sliding window, which admits at
+// most MaxRate units in any window of time of length Period.
+//
+// # Which limiter?
+//
+//   - Limiter, the leaky bucket, spreads work smoothly: after a burst of up
+//     to MaxRate units it admits one unit every Period/MaxRate. In a window
+//     of length Period it may admit up to twice MaxRate (the burst, then
+//     what drains meanwhile).
+//   - Window is what an API means by "100 requests per 60 seconds": never
+//     more than MaxRate in any window of length Period, so a client that
+//     uses it is never answered 429 for going too fast. It admits in
+//     bursts: MaxRate at once, then nothing until the first of them leaves
+//     the window, a Period later.
+//
+// Ten callers that arrive 10 ms apart are admitted, in seconds, at
+//
+//	caller                          0     1     2     3     4     5     6     7     8     9
+//	New(4, 8*time.Second)        0.00  0.01  0.02  0.03  2.00  4.00  6.00  8.00 10.00 12.00
+//	NewWindow(4, 8*time.Second)  0.00  0.01  0.02  0.03  8.00  8.01  8.02  8.03 16.00 16.01
+//
+// Both are Acquirers, and pool and every throttle wrapper take either.
 //
 // # The model
 //
@@ -76,6 +98,27 @@
 // SetRate keeps the units in the bucket, however long they take to drain
 // at the new rate, and a Pause keeps its end; both may reach far beyond
 // the ticks' range, and are kept in nanoseconds, up to about 146 years.
+//
+// # The window
+//
+// A Window admits an acquisition of amount units at time t when the units
+// admitted in (t-Period, t], plus amount, are at most MaxRate; each
+// admission frees its units exactly Period after it was admitted. It keeps
+// a log of the admissions in the window, one entry each (16 bytes), or, with
+// WithResolution(r), one per r of time at most, merging those that fall
+// within r into the latest of their times: still never more than MaxRate in
+// any window, at the price of admissions up to r later. Amounts are counted
+// in fractions 2^-k of a unit, rounded up, k chosen for each MaxRate so that
+// MaxRate units are just below 2^62 of them: whole amounts, and those with
+// few binary digits after the point, are exact. Every Limiter guarantee
+// below holds for a Window too, except the lock-free fast path: a Window
+// takes a mutex on every call, and its log moves with every admission.
+//
+// Pause on a Window admits nothing for its time, and then only the window
+// rule applies: if nothing was admitted in the last Period, MaxRate units
+// may pass at the end of the pause, as a windowed server has reset by then.
+// SetRate keeps the admissions still in the window, and frees them at
+// their admission time plus the new Period.
 //
 // # Clocks and tests
 //

@@ -23,7 +23,8 @@ import (
 // before RoundTrip returns the response. It can pause a limiter with either
 // of two Pause methods:
 //
-//   - Pause(time.Duration), a [Pauser], as [ratelimit.Limiter] has;
+//   - Pause(time.Duration), a [Pauser], as [ratelimit.Limiter] and
+//     [ratelimit.Window] have;
 //   - Pause(context.Context, time.Duration) error, a [ContextPauser], as
 //     the Redis-backed [github.com/dripgo/drip/ratelimit/redisbucket.Limiter]
 //     has, which pauses every process that shares its bucket. The
@@ -99,7 +100,10 @@ type ContextPauser interface {
 	Pause(ctx context.Context, d time.Duration) error
 }
 
-var _ Pauser = (*ratelimit.Limiter)(nil)
+var (
+	_ Pauser = (*ratelimit.Limiter)(nil)
+	_ Pauser = (*ratelimit.Window)(nil)
+)
 
 // A TransportOption configures a [Transport] in [NewTransport].
 type TransportOption func(*Transport)
