@@ -668,15 +668,14 @@ func (s *windowSim) build(w *Window, now int64) {
 	s.at = max(now, w.pause)
 }
 
-// entry returns the oldest entry the sim holds, or nil.
+// entry returns the sim's entry i, oldest first, or nil.
 func (s *windowSim) entry(w *Window, i int) *entry {
-	if n := s.end - s.cursor; uint64(i) < n {
+	n := s.end - s.cursor
+	if uint64(i) < n {
 		return w.log.at(s.cursor + uint64(i))
-	} else {
-		i -= int(n)
 	}
-	if s.ownHead+i < len(s.own) {
-		return &s.own[s.ownHead+i]
+	if j := s.ownHead + i - int(n); j < len(s.own) {
+		return &s.own[j]
 	}
 	return nil
 }
@@ -724,12 +723,10 @@ func (s *windowSim) step(w *Window, q uint64) {
 	var carry uint64
 	s.sum, carry = bits.Add64(s.sum, q, 0)
 	s.sumHi += carry
-	if n := len(s.own); n > s.ownHead || s.cursor < s.end {
-		var e *entry
-		if n > s.ownHead {
-			e = &s.own[n-1]
-		}
-		if e != nil && (e.at == t || t-s.first < w.res) {
+	// The newest entry is the sim's own, if it holds any entry: it copied
+	// the log's newest, and drops its own entries last.
+	if n := len(s.own); n > s.ownHead {
+		if e := &s.own[n-1]; e.at == t || t-s.first < w.res {
 			e.at, e.q = t, e.q+q
 			return
 		}
