@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/bits"
 	"sync"
 	"time"
 
@@ -133,6 +132,7 @@ func NewWindow(maxRate float64, period time.Duration, opts ...WindowOption) *Win
 		o.clock = clock.New()
 	}
 	w := &Window{clock: o.clock, wrate: r, res: int64(o.resolution), epoch: o.clock.Now(), armAt: -1}
+	w.log.setShift(r.shift)
 	w.q.nearAbove = math.MaxInt64
 	return w
 }
@@ -153,13 +153,12 @@ func (w *Window) Period() time.Duration {
 
 // Level returns the units admitted in the window that ends now, (now -
 // Period, now]: 0 when none, MaxRate when full. A Pause does not change
-// it. It can exceed MaxRate after SetRate lowered the capacity; an
-// admission larger than the new capacity then counts as just over it.
+// it. It can exceed MaxRate after SetRate lowered it.
 func (w *Window) Level() float64 {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.log.expire(w.now(), int64(w.period))
-	return math.Ldexp(float64(w.log.sumHi), 64-w.shift) + math.Ldexp(float64(w.log.sum), -w.shift)
+	return w.log.level()
 }
 
 // Waiting returns the number of callers queued in Acquire.
@@ -195,7 +194,7 @@ func (w *Window) now() int64 {
 // window holds with it. It requires mu.
 func (w *Window) rebase(d int64) {
 	w.epoch = w.clock.Now()
-	w.log.shift(d)
+	w.log.shiftTimes(d)
 	w.pause = max(satSub(w.pause, d), 0)
 	w.q.tailOK = false
 	w.seen = 0
@@ -301,8 +300,11 @@ func (w *Window) Acquire(ctx context.Context, amount float64) error {
 		return nil
 	}
 	if deadline, ok := ctx.Deadline(); ok {
-		wait := time.Duration(w.due(now, q) - now)
+		wait := time.Duration(satSub(w.due(now, q), now))
 		if remaining := deadline.Sub(w.epoch.Add(time.Duration(now))); remaining <= wait {
+			if w.q.empty() {
+				w.q.tailOK = false // the sim holds only while waiters do
+			}
 			w.mu.Unlock()
 			return &DeadlineError{Amount: amount, Wait: wait, Remaining: remaining}
 		}
@@ -323,7 +325,7 @@ func (w *Window) Acquire(ctx context.Context, amount float64) error {
 // queue as it stands, in nanoseconds since the epoch, as process will
 // admit it. It requires mu.
 func (w *Window) due(now int64, q uint64) int64 {
-	if !w.q.tailOK || w.sim.cursor < w.log.headSeq {
+	if !w.q.tailOK || w.q.empty() || w.sim.cursor < w.log.headSeq {
 		w.sim.build(w, now)
 		for s := range w.q.waiters() {
 			w.sim.step(w, uint64(s.cost))
@@ -433,7 +435,7 @@ func (w *Window) SetRate(maxRate float64, period time.Duration) {
 	defer w.mu.Unlock()
 	now := w.now()
 	w.log.expire(now, int64(w.period))
-	w.log.convert(w.shift, &r)
+	w.log.setShift(r.shift)
 	w.wrate = r
 	q := &w.q
 	for i := 0; i < q.n; i++ { // leave may empty the queue
@@ -471,266 +473,4 @@ func (w *Window) Pause(d time.Duration) {
 		w.q.tailOK = false
 	}
 	w.process(now)
-}
-
-// windowLog is a ring of the admissions still in the window, oldest first,
-// numbered by a sequence number, with the sum of their quanta as a 128-bit
-// number (after SetRate lowers the capacity, admissions made at the old
-// rate may add up to more than 64 bits count).
-type windowLog struct {
-	buf        []entry
-	head, n    int
-	headSeq    uint64 // sequence number of the oldest entry
-	sumHi, sum uint64
-	first      int64 // when the newest entry's first admission was
-}
-
-// An entry is one admission, or admissions merged: when they leave the
-// window, and their quanta.
-type entry struct {
-	at int64
-	q  uint64
-}
-
-// minLog is the ring size below which an emptied log keeps its ring.
-const minLog = 64
-
-func (l *windowLog) at(seq uint64) *entry {
-	return &l.buf[(l.head+int(seq-l.headSeq))%len(l.buf)]
-}
-
-func (l *windowLog) last() *entry { return l.at(l.headSeq + uint64(l.n) - 1) }
-
-// expire drops the entries that left the window by now.
-func (l *windowLog) expire(now, period int64) {
-	for l.n > 0 {
-		e := &l.buf[l.head]
-		if e.at > now-period {
-			break
-		}
-		l.sub(e.q)
-		*e = entry{}
-		l.head = (l.head + 1) % len(l.buf)
-		l.headSeq++
-		l.n--
-	}
-	if l.n == 0 {
-		l.head = 0
-		if len(l.buf) > minLog {
-			l.buf = nil
-		}
-	} else if len(l.buf) > minLog && l.n < len(l.buf)/4 {
-		l.resize(2 * l.n)
-	}
-}
-
-// fits reports whether q more quanta fit in a window holding the log's.
-func (l *windowLog) fits(q, capacity uint64) bool {
-	return l.sumHi == 0 && l.sum <= capacity && q <= capacity-l.sum
-}
-
-// freeAt returns when enough entries will have left the window for q
-// quanta to fit, which they do not now.
-func (l *windowLog) freeAt(q, capacity uint64, period int64) int64 {
-	hi, sum := l.sumHi, l.sum
-	for i := range l.n {
-		e := &l.buf[(l.head+i)%len(l.buf)]
-		var borrow uint64
-		sum, borrow = bits.Sub64(sum, e.q, 0)
-		hi -= borrow
-		if hi == 0 && sum <= capacity && q <= capacity-sum {
-			return e.at + period
-		}
-	}
-	panic("ratelimit: window log holds less than its sum")
-}
-
-// record adds q quanta admitted at now, merging them into the newest
-// entry if that was admitted on the same nanosecond or, with a resolution
-// res > 0, if its first admission was less than res ago.
-func (l *windowLog) record(now int64, q uint64, res int64) {
-	l.add(q)
-	if l.n > 0 {
-		if e := l.last(); e.at == now || now-l.first < res {
-			e.at, e.q = now, e.q+q
-			return
-		}
-	}
-	if l.n == len(l.buf) {
-		l.resize(l.n + l.n/4 + 8)
-	}
-	l.buf[(l.head+l.n)%len(l.buf)] = entry{at: now, q: q}
-	l.n++
-	l.first = now
-}
-
-func (l *windowLog) add(q uint64) {
-	var carry uint64
-	l.sum, carry = bits.Add64(l.sum, q, 0)
-	l.sumHi += carry
-}
-
-func (l *windowLog) sub(q uint64) {
-	var borrow uint64
-	l.sum, borrow = bits.Sub64(l.sum, q, 0)
-	l.sumHi -= borrow
-}
-
-// resize moves the entries to a ring of size n, at least l.n.
-func (l *windowLog) resize(n int) {
-	buf := make([]entry, n)
-	for i := range l.n {
-		buf[i] = l.buf[(l.head+i)%len(l.buf)]
-	}
-	l.buf, l.head = buf, 0
-}
-
-// shift moves the entries' times d nanoseconds back, for an epoch moved d
-// nanoseconds on.
-func (l *windowLog) shift(d int64) {
-	for i := range l.n {
-		e := &l.buf[(l.head+i)%len(l.buf)]
-		e.at = satSub(e.at, d)
-	}
-	l.first = satSub(l.first, d)
-}
-
-// convert counts the entries' quanta, counted at 2^-from units, at rate r:
-// exactly, or rounded up. An entry larger than r's capacity counts as one
-// quantum more: it keeps the window full while it is in it, as it would
-// whatever its size.
-func (l *windowLog) convert(from int, r *wrate) {
-	if from == r.shift {
-		return
-	}
-	l.sumHi, l.sum = 0, 0
-	for i := range l.n {
-		e := &l.buf[(l.head+i)%len(l.buf)]
-		e.q = convertQuanta(e.q, from, r)
-		l.add(e.q)
-	}
-}
-
-// convertQuanta returns q quanta of 2^-from units in quanta of r, rounded
-// up, and at most one more than r's capacity.
-func convertQuanta(q uint64, from int, r *wrate) uint64 {
-	over := r.capacity + 1
-	switch d := r.shift - from; {
-	case d > 0:
-		if d >= 64 || q > over>>d {
-			return over
-		}
-		return min(q<<d, over)
-	case d < 0:
-		if -d >= 64 {
-			return 1 // q > 0
-		}
-		mask := uint64(1)<<-d - 1
-		return min(q>>-d+b2u(q&mask != 0), over)
-	}
-	return min(q, over)
-}
-
-func b2u(b bool) uint64 {
-	if b {
-		return 1
-	}
-	return 0
-}
-
-// windowSim follows the queue as process will admit it, for due: the log
-// as it will stand, and the time of the last admission. It reads the
-// entries of the window's log from cursor up to end, which it does not
-// change, and then its own: a copy of the log's newest entry, which
-// admissions may merge into, and the admissions it foresees. It holds
-// while the queue's tailOK does: the log's older entries stay as they are
-// meanwhile, and the log drops none before the sim has (it drops them as
-// time passes, and every waiter the sim follows is due later).
-type windowSim struct {
-	cursor, end uint64
-	own         []entry
-	ownHead     int
-	sumHi, sum  uint64
-	first       int64 // when the newest entry's first admission was
-	at          int64 // no admission before this time
-}
-
-// build starts the sim from the window's log and pause at now.
-func (s *windowSim) build(w *Window, now int64) {
-	l := &w.log
-	s.cursor, s.end = l.headSeq, l.headSeq+uint64(l.n)
-	s.own, s.ownHead = s.own[:0], 0
-	if l.n > 0 {
-		s.end--
-		s.own = append(s.own, *l.last())
-	}
-	s.sumHi, s.sum, s.first = l.sumHi, l.sum, l.first
-	s.at = max(now, w.pause)
-}
-
-// entry returns the sim's entry i, oldest first, or nil.
-func (s *windowSim) entry(w *Window, i int) *entry {
-	n := s.end - s.cursor
-	if uint64(i) < n {
-		return w.log.at(s.cursor + uint64(i))
-	}
-	if j := s.ownHead + i - int(n); j < len(s.own) {
-		return &s.own[j]
-	}
-	return nil
-}
-
-// drop drops the oldest entry.
-func (s *windowSim) drop(e *entry) {
-	var borrow uint64
-	s.sum, borrow = bits.Sub64(s.sum, e.q, 0)
-	s.sumHi -= borrow
-	if s.cursor < s.end {
-		s.cursor++
-		return
-	}
-	s.ownHead++
-	if s.ownHead == len(s.own) {
-		s.own, s.ownHead = s.own[:0], 0
-	}
-}
-
-// fit returns when q quanta would be admitted next, changing nothing.
-func (s *windowSim) fit(w *Window, q uint64) int64 {
-	t, hi, sum, p := s.at, s.sumHi, s.sum, int64(w.period)
-	for i := 0; ; i++ {
-		e := s.entry(w, i)
-		if e == nil {
-			return t // the window is empty: q fits, as it is at most the capacity
-		}
-		if e.at > t-p && hi == 0 && sum <= w.capacity && q <= w.capacity-sum {
-			return t
-		}
-		t = max(t, e.at+p)
-		var borrow uint64
-		sum, borrow = bits.Sub64(sum, e.q, 0)
-		hi -= borrow
-	}
-}
-
-// step admits q quanta when they fit, as process will.
-func (s *windowSim) step(w *Window, q uint64) {
-	t, p := s.fit(w, q), int64(w.period)
-	for e := s.entry(w, 0); e != nil && e.at <= t-p; e = s.entry(w, 0) {
-		s.drop(e)
-	}
-	s.at = t
-	var carry uint64
-	s.sum, carry = bits.Add64(s.sum, q, 0)
-	s.sumHi += carry
-	// The newest entry is the sim's own, if it holds any entry: it copied
-	// the log's newest, and drops its own entries last.
-	if n := len(s.own); n > s.ownHead {
-		if e := &s.own[n-1]; e.at == t || t-s.first < w.res {
-			e.at, e.q = t, e.q+q
-			return
-		}
-	}
-	s.own = append(s.own, entry{at: t, q: q})
-	s.first = t
 }
