@@ -112,9 +112,9 @@
 // MaxRate units are just below 2^62 of them: whole amounts, and those with
 // few binary digits after the point, are exact. After SetRate, the
 // admissions made at each earlier rate count together in the new
-// fractions, rounded up (exact if MaxRate only changed within a power of
-// two, or by one); SetRate never rounds the admissions themselves, so a
-// rate that goes down and up again finds them as they were. Every Limiter guarantee
+// fractions, rounded up (exactly, for whole amounts, and whenever the new
+// MaxRate is the lower); SetRate never rounds the admissions themselves,
+// so a rate that goes down and up again finds them as they were. Every Limiter guarantee
 // below holds for a Window too, except the lock-free fast path: a Window
 // takes a mutex on every call, and its log moves with every admission.
 //
