@@ -373,6 +373,9 @@ func (w *Window) process(now int64) {
 				w.timer = nil
 			}
 			w.armed, w.armAt = false, -1
+			if cap(w.sim.own) > minLog {
+				w.sim.own = nil // grown by a crowd of waiters, as the queue's ring
+			}
 			return
 		}
 		if err := checkAmount(s.amount, w.maxRate); err != nil {
