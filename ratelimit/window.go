@@ -22,7 +22,9 @@ var _ Acquirer = (*Window)(nil)
 // The Window keeps a log of the admissions still in the window: by
 // default one entry per admission (admissions on the same nanosecond
 // share one), so at most one entry per admission of the last Period, 16
-// bytes each; WithResolution bounds it by Period/r entries.
+// bytes each, in a ring at most a quarter larger than the most entries of
+// the last two periods need; WithResolution bounds it by Period/r+1
+// entries.
 //
 // A Window is safe for concurrent use. It holds no goroutine, and it holds
 // a timer only while callers are waiting, so a Window nobody uses costs

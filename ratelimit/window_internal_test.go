@@ -57,7 +57,7 @@ func TestWindowNoTimerOrRingLeftBehind(t *testing.T) {
 		w.mu.Unlock()
 
 		// A flood of admissions grows the log; once they have left the
-		// window, its ring goes.
+		// window, its ring goes, in the period after.
 		f := NewWindow(1e6, time.Second, WithClock(c))
 		for range 5000 {
 			c.Add(time.Microsecond)
@@ -67,6 +67,10 @@ func TestWindowNoTimerOrRingLeftBehind(t *testing.T) {
 		}
 		if n := f.log.n; n != 5000 {
 			t.Fatalf("log of %d entries for 5000 admissions on distinct nanoseconds", n)
+		}
+		c.Advance(time.Second)
+		if f.Level() != 0 || f.log.n != 0 {
+			t.Errorf("after the flood left the window: level %v, %d entries", f.Level(), f.log.n)
 		}
 		c.Advance(time.Second)
 		if f.Level() != 0 || f.log.buf != nil || f.log.n != 0 {
@@ -97,11 +101,20 @@ func TestWindowExactLogBound(t *testing.T) {
 				t.Fatalf("after %d nanoseconds with admissions: %d entries in a ring of %d", i+1, n, len(w.log.buf))
 			}
 		}
-		// Nine tenths leave the window: the ring shrinks with them.
+		// Nine tenths leave the window: the ring shrinks with them, once
+		// a period at most, to what the last period needed.
 		c.Advance(time.Second - 300*100*time.Microsecond)
 		w.Level()
+		if n := w.log.n; n != 300 {
+			t.Fatalf("nine tenths of the admissions left: %d entries, want 300", n)
+		}
+		c.Advance(time.Second - 300*100*time.Microsecond)
+		for range 300 {
+			c.Add(100 * time.Microsecond)
+			w.TryAcquire(1)
+		}
 		if n := w.log.n; n != 300 || len(w.log.buf) > 2*n {
-			t.Errorf("nine tenths of the admissions left: %d entries in a ring of %d, want 300 in at most twice that", n, len(w.log.buf))
+			t.Errorf("a period with 300 entries at most: %d entries in a ring of %d, want 300 in at most twice that", n, len(w.log.buf))
 		}
 	})
 }

@@ -26,6 +26,12 @@ type windowLog struct {
 	segs   []segment
 	hi, lo uint64 // the window's count: the segments' conv, as a 128-bit number
 	first  int64  // when the newest entry's first admission was
+	// The ring gives back what it did not use, once a period at most: it
+	// shrinks, at shrinkAt, to what the peak number of entries since the
+	// last time needs. So a window whose traffic comes in bursts keeps its
+	// ring from one burst to the next, and allocates nothing.
+	peak     int
+	shrinkAt int64
 }
 
 // An entry is one admission, or admissions merged: when they were admitted
@@ -123,13 +129,18 @@ func (l *windowLog) expire(now, period int64) {
 	}
 	if l.n == 0 {
 		l.head = 0
-		if len(l.buf) > minLog {
-			l.buf = nil
-		}
 		l.segs = append(l.segs[:0], segment{start: l.headSeq, shift: l.shift})
 		l.hi, l.lo = 0, 0
-	} else if len(l.buf) > minLog && l.n < len(l.buf)/4 {
-		l.resize(2 * l.n)
+	}
+	if now-l.shrinkAt >= period {
+		if need := l.peak + l.peak/4 + 8; len(l.buf) > minLog && len(l.buf) > 2*need {
+			if l.peak == 0 {
+				l.buf = nil
+			} else {
+				l.resize(need)
+			}
+		}
+		l.shrinkAt, l.peak = now, l.n
 	}
 }
 
@@ -151,6 +162,7 @@ func (l *windowLog) record(now int64, q uint64, res int64) {
 	}
 	l.buf[(l.head+l.n)%len(l.buf)] = entry{at: now, q: q}
 	l.n++
+	l.peak = max(l.peak, l.n)
 	l.first = now
 }
 
@@ -170,7 +182,7 @@ func (l *windowLog) shiftTimes(d int64) {
 		e := &l.buf[(l.head+i)%len(l.buf)]
 		e.at = satSub(e.at, d)
 	}
-	l.first = satSub(l.first, d)
+	l.first, l.shrinkAt = satSub(l.first, d), satSub(l.shrinkAt, d)
 }
 
 // freeAt returns when enough entries will have left the window for q
