@@ -5,6 +5,7 @@ go 1.26.0
 replace github.com/dripgo/drip => ../
 
 require (
+	github.com/benbjohnson/clock v1.3.5
 	github.com/dripgo/drip v0.0.0-00010101000000-000000000000
 	github.com/juju/ratelimit v1.0.2
 	github.com/sourcegraph/conc v0.3.0
@@ -14,7 +15,6 @@ require (
 )
 
 require (
-	github.com/benbjohnson/clock v1.3.5 // indirect
 	github.com/kr/text v0.2.0 // indirect
 	go.uber.org/atomic v1.7.0 // indirect
 	go.uber.org/multierr v1.9.0 // indirect

@@ -10,7 +10,7 @@ import (
 // benchstat compares them side by side (see README.md in this folder).
 
 func BenchmarkTry(b *testing.B) {
-	for _, p := range peers {
+	for _, p := range benchPeers {
 		if p.make(1, 1).try != nil {
 			b.Run("impl="+p.name, benchTry(p, false))
 		}
@@ -18,7 +18,7 @@ func BenchmarkTry(b *testing.B) {
 }
 
 func BenchmarkTryParallel(b *testing.B) {
-	for _, p := range peers {
+	for _, p := range benchPeers {
 		if p.make(1, 1).try != nil {
 			b.Run("impl="+p.name, benchTry(p, true))
 		}
@@ -26,7 +26,7 @@ func BenchmarkTryParallel(b *testing.B) {
 }
 
 func BenchmarkWaitNoDelay(b *testing.B) {
-	for _, p := range peers {
+	for _, p := range benchPeers {
 		b.Run("impl="+p.name, benchWait(p))
 	}
 }
@@ -36,7 +36,7 @@ func BenchmarkWaitNoDelay(b *testing.B) {
 // one context and when each has its own. Run it with -benchtime=1x.
 func BenchmarkHeapPerWaiter(b *testing.B) {
 	for _, own := range []bool{false, true} {
-		for _, p := range []peer{dripPeer, xratePeer} {
+		for _, p := range []peer{dripPeer, windowPeer, xratePeer} {
 			b.Run(fmt.Sprintf("ctx=%s/impl=%s", map[bool]string{false: "shared", true: "own"}[own], p.name), func(b *testing.B) {
 				var v float64
 				for b.Loop() {
@@ -52,7 +52,7 @@ func BenchmarkHeapPerWaiter(b *testing.B) {
 // return once their context is cancelled. Run it with -benchtime=1x.
 func BenchmarkCancelWaiters(b *testing.B) {
 	const n = 100_000
-	for _, p := range []peer{dripPeer, xratePeer} {
+	for _, p := range []peer{dripPeer, windowPeer, xratePeer} {
 		b.Run("impl="+p.name, func(b *testing.B) {
 			var d time.Duration
 			for b.Loop() {
@@ -67,7 +67,7 @@ func BenchmarkCancelWaiters(b *testing.B) {
 // second in bursts of 100 may admit in 2 s, that it did admit, with 1 and
 // 100 goroutines. Run it with -benchtime=1x.
 func BenchmarkAchievedRate(b *testing.B) {
-	for _, p := range peers {
+	for _, p := range benchPeers {
 		for _, g := range []int{1, 100} {
 			b.Run(fmt.Sprintf("impl=%s/goroutines=%d", p.name, g), func(b *testing.B) {
 				var r rateRun
@@ -91,7 +91,7 @@ func BenchmarkLateness(b *testing.B) {
 		}
 		b.ReportMetric(float64(med.Microseconds()), "µs-late")
 	})
-	for _, p := range peers {
+	for _, p := range benchPeers {
 		b.Run("impl="+p.name, func(b *testing.B) {
 			var med time.Duration
 			for b.Loop() {
@@ -105,7 +105,7 @@ func BenchmarkLateness(b *testing.B) {
 // BenchmarkFairness reports how long a request for the whole burst of 10
 // waits at 100/s among 4 goroutines that take 1 unit at a time.
 func BenchmarkFairness(b *testing.B) {
-	for _, p := range peers {
+	for _, p := range benchPeers {
 		if p.make(1, 1).waitN == nil {
 			continue
 		}

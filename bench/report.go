@@ -151,6 +151,8 @@ func report(w io.Writer, cfg config) error {
 		return err
 	}
 
+	windowSection(w, cfg)
+
 	if cfg.svg != "" {
 		f, err := os.Create(cfg.svg)
 		if err != nil {
