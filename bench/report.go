@@ -150,6 +150,9 @@ func report(w io.Writer, cfg config) error {
 	if err := overheads(w, sz); err != nil {
 		return err
 	}
+	if err := keyedSection(w, cfg); err != nil {
+		return err
+	}
 
 	windowSection(w, cfg)
 

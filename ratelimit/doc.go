@@ -61,6 +61,21 @@
 // without taking. SetRate changes the rate at run time and Pause holds
 // everyone back, for example on an HTTP 429 with Retry-After.
 //
+// # A limiter per key
+//
+// A [Keyed] is a bucket per key (a client's address or API key, a host, a
+// tenant), each with a Limiter's contract, in one value:
+//
+//	limits := ratelimit.NewKeyed[string](10, time.Second) // 10 a second per client
+//	if !limits.TryAcquire(clientIP, 1) {
+//		// answer 429; Allow also says when to come back
+//	}
+//
+// It holds a key only while its bucket has not drained (a 64-bit hash and a
+// time, about 20 bytes), drops the others as calls come, with no goroutine,
+// and can be capped ([WithMaxKeys]). [Keyed.Key] is one key's bucket as an
+// [Acquirer], for the pool and throttle packages.
+//
 // # Guarantees
 //
 //   - Fairness: waiters are admitted strictly in arrival order, whatever

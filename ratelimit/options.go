@@ -2,7 +2,7 @@ package ratelimit
 
 import "github.com/benbjohnson/clock"
 
-// An Option configures a Limiter in New.
+// An Option configures a Limiter in New, or a Keyed in NewKeyed.
 type Option func(*options)
 
 type options struct {

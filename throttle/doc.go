@@ -27,7 +27,9 @@
 //     its cost, and a 429 or 503 response with Retry-After pauses the limiter
 //     so that every goroutine sharing it backs off together (every process,
 //     for a limiter kept in Redis). It pauses limiters that have a Pause
-//     method ([Pauser] or [ContextPauser]); see [Transport].
+//     method ([Pauser] or [ContextPauser]); see [Transport]. With [PerHost],
+//     each host has a bucket of its own in a [ratelimit.Keyed], and a
+//     Retry-After pauses that host alone.
 //   - [Throttled.Wait] is that one step on its own, for code of another shape.
 //
 // Wrappers made from the same limiter share it: a Func, a Seq and a

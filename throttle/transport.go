@@ -42,6 +42,10 @@ import (
 // cost, but a Retry-After changes nothing. [Transport.CanPause] reports
 // which is the case.
 //
+// With [PerHost], each request also waits in its host's own bucket of a
+// [ratelimit.Keyed], and a Retry-After pauses that host's bucket alone: the
+// other hosts, and the Throttled's limiter, go on.
+//
 // Once paused, the limiter admits nothing until the pause ends: the
 // requests already waiting, and those that come later from any goroutine
 // sharing the limiter, are sent no sooner than the server asked. A
@@ -74,9 +78,10 @@ import (
 //
 // A Transport is safe for concurrent use if its base RoundTripper is.
 type Transport struct {
-	th      *Throttled[*http.Request]
+	th      *Throttled[*http.Request] // nil with PerHost alone
+	hosts   *ratelimit.Keyed[string]  // the buckets by host, or nil
 	base    http.RoundTripper
-	pause   func(ctx context.Context, d time.Duration) error // nil if th's limiter cannot pause
+	pause   func(req *http.Request, d time.Duration) error // nil if nothing can pause
 	onError func(req *http.Request, d time.Duration, err error)
 	clock   clock.Clock
 }
@@ -103,6 +108,7 @@ type ContextPauser interface {
 var (
 	_ Pauser = (*ratelimit.Limiter)(nil)
 	_ Pauser = (*ratelimit.Window)(nil)
+	_ Pauser = (*ratelimit.KeyLimiter[string])(nil)
 )
 
 // A TransportOption configures a [Transport] in [NewTransport].
@@ -127,27 +133,68 @@ func WithPauseErrorHandler(f func(req *http.Request, d time.Duration, err error)
 	return func(t *Transport) { t.onError = f }
 }
 
+// PerHost gives each host its own bucket in hosts: before it is sent, a
+// request also takes its cost from the bucket of its host (the URL's host,
+// with its port if it has one, in lower case), first, then from the
+// Throttled's limiter, if there is one. A 429 or 503 response with
+// Retry-After pauses that host's bucket, and nothing else: requests to the
+// other hosts go on at their own rate. So a crawler can hold every host to
+// a rate of its own, and all of them to a rate in total:
+//
+//	hosts := ratelimit.NewKeyed[string](2, time.Second) // 2 a second per host
+//	total := ratelimit.New(50, time.Second)              // 50 a second in all
+//	tr := throttle.NewTransport(throttle.New[*http.Request](total), nil, throttle.PerHost(hosts))
+//
+// With PerHost, NewTransport takes a nil Throttled: each request then costs
+// one unit of its host's bucket, and nothing more. A request that its host's
+// bucket admits but the Throttled's limiter refuses has taken its units
+// from the host's bucket. A nil hosts means no buckets by host.
+func PerHost(hosts *ratelimit.Keyed[string]) TransportOption {
+	return func(t *Transport) { t.hosts = hosts }
+}
+
+// hostKey returns the key of req's host in the buckets of PerHost: the
+// host of its URL, or the Host it is sent with if the URL has none, in
+// lower case, as host names are compared.
+func hostKey(req *http.Request) string {
+	h := req.URL.Host
+	if h == "" {
+		h = req.Host
+	}
+	for i := 0; i < len(h); i++ {
+		if 'A' <= h[i] && h[i] <= 'Z' {
+			return strings.ToLower(h)
+		}
+	}
+	return h
+}
+
 // NewTransport returns a Transport that admits requests through th, at the
 // cost th gives each (one unit each unless th was made with [WithCost]),
 // and sends them with base; a nil base means [http.DefaultTransport]. It
-// panics if th is nil.
+// panics if th is nil, unless the requests have buckets by host
+// ([PerHost]).
 func NewTransport(th *Throttled[*http.Request], base http.RoundTripper, opts ...TransportOption) *Transport {
-	if th == nil {
-		panic("throttle: NewTransport: nil Throttled")
-	}
 	if base == nil {
 		base = http.DefaultTransport
 	}
 	t := &Transport{th: th, base: base}
-	switch p := th.lim.(type) {
-	case Pauser:
-		t.pause = func(_ context.Context, d time.Duration) error { p.Pause(d); return nil }
-	case ContextPauser:
-		t.pause = p.Pause
-	}
 	for _, opt := range opts {
 		if opt != nil {
 			opt(t)
+		}
+	}
+	switch {
+	case t.hosts != nil:
+		t.pause = func(req *http.Request, d time.Duration) error { t.hosts.Pause(hostKey(req), d); return nil }
+	case th == nil:
+		panic("throttle: NewTransport: nil Throttled")
+	default:
+		switch p := th.lim.(type) {
+		case Pauser:
+			t.pause = func(_ *http.Request, d time.Duration) error { p.Pause(d); return nil }
+		case ContextPauser:
+			t.pause = func(req *http.Request, d time.Duration) error { return p.Pause(req.Context(), d) }
 		}
 	}
 	if t.clock == nil {
@@ -160,16 +207,17 @@ func NewTransport(th *Throttled[*http.Request], base http.RoundTripper, opts ...
 }
 
 // CanPause reports whether the Transport pauses its limiter on Retry-After:
-// whether the limiter is a [Pauser] or a [ContextPauser]. When it reports
-// false, the Transport still acquires each request's cost, but leaves the
-// limiter alone whatever the server answers.
+// whether the limiter is a [Pauser] or a [ContextPauser], or the requests
+// have buckets by host ([PerHost]). When it reports false, the Transport
+// still acquires each request's cost, but leaves the limiter alone
+// whatever the server answers.
 func (t *Transport) CanPause() bool { return t.pause != nil }
 
 // RoundTrip waits until the limiter admits req, then sends it with the base
 // RoundTripper and returns its response and error unchanged, pausing the
 // limiter first if the response asks clients to back off.
 func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if err := t.th.Wait(req.Context(), req); err != nil {
+	if err := t.wait(req); err != nil {
 		// The RoundTripper contract: the body is closed even on errors.
 		if req.Body != nil {
 			req.Body.Close()
@@ -180,12 +228,28 @@ func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err == nil && t.pause != nil && resp != nil &&
 		(resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) {
 		if d, ok := retryAfter(resp.Header, t.clock); ok && d > 0 {
-			if perr := t.pause(req.Context(), d); perr != nil {
+			if perr := t.pause(req, d); perr != nil {
 				t.onError(req, d, perr)
 			}
 		}
 	}
 	return resp, err
+}
+
+// wait takes req's cost from its host's bucket, if the requests have
+// buckets by host, then from the Throttled's limiter, if there is one.
+func (t *Transport) wait(req *http.Request) error {
+	if t.hosts == nil {
+		return t.th.Wait(req.Context(), req)
+	}
+	cost := 1.0
+	if t.th != nil && t.th.cost != nil {
+		cost = t.th.cost(req)
+	}
+	if err := t.hosts.Acquire(req.Context(), hostKey(req), cost); err != nil || t.th == nil {
+		return err
+	}
+	return t.th.lim.Acquire(req.Context(), cost)
 }
 
 // logPauseError is the default handler of a failed pause.

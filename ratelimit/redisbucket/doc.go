@@ -11,6 +11,21 @@
 //		return err
 //	}
 //
+// A [Keyed] keeps a bucket per key (per client, host or tenant), each in a
+// Redis key of its own under a prefix, so that a fleet shares per-client
+// limits rather than multiplying them by its replicas:
+//
+//	perClient := redisbucket.NewKeyed(rdb, "api:client:", 100, time.Minute)
+//	if ok, err := perClient.TryAcquire(ctx, clientIP, 1); err != nil || !ok {
+//		http.Error(w, "slow down", http.StatusTooManyRequests)
+//		return
+//	}
+//
+// Each key's bucket is a Limiter's, made on the spot for each call and
+// expiring from Redis once it has drained, so that both Redis and the
+// process hold only keys in use; [Keyed.Key] returns one key's Limiter,
+// for pool and the throttle wrappers.
+//
 // # The model
 //
 // The bucket is [ratelimit.Limiter]'s: it holds at most MaxRate units,

@@ -29,9 +29,25 @@ type Limiter struct {
 	clock   clock.Clock
 	ownTime bool // clock came from WithClock: deadlines are on it (see realDeadline)
 	timeout time.Duration
-	params  atomic.Pointer[params]
+	*rates            // the Limiter's own, or shared by the keys of a Keyed
 	fb      *fallback // nil without WithFallback
-	seen    sighting  // until when Redis last said the key holds the bucket
+	seen    *sighting // until when Redis last said the key holds the bucket
+
+	// script is bucketScript. Tests of this package replace it with a
+	// version that reads the time from two extra arguments, which
+	// serverTime supplies; both are fixed at construction, and New offers
+	// no way to set them.
+	script     *redis.Script
+	serverTime func() []any
+}
+
+var _ ratelimit.Acquirer = (*Limiter)(nil)
+
+// rates is the rate in force, and what orders its changes with the round
+// trips: a Limiter's own, or shared by every key of a Keyed, whose SetRate
+// changes them all.
+type rates struct {
+	params atomic.Pointer[params]
 
 	// rateMu orders SetRate with the round trips: each holds it for
 	// reading from loading the params to the reply, and SetRate for writing
@@ -43,16 +59,30 @@ type Limiter struct {
 	// changed is closed, and replaced, when SetRate changes the capacity,
 	// so that waiters check their amounts against it.
 	changed atomic.Pointer[chan struct{}]
-
-	// script is bucketScript. Tests of this package replace it with a
-	// version that reads the time from two extra arguments, which
-	// serverTime supplies; both are fixed at construction, and New offers
-	// no way to set them.
-	script     *redis.Script
-	serverTime func() []any
 }
 
-var _ ratelimit.Acquirer = (*Limiter)(nil)
+func newRates(p *params) *rates {
+	r := new(rates)
+	r.params.Store(p)
+	ch := make(chan struct{})
+	r.changed.Store(&ch)
+	return r
+}
+
+// set publishes p, once the calls on their way to Redis with the params
+// before it have their replies, and wakes the waiters, so that they check
+// their amounts against the new capacity. local, if not nil, runs with p
+// published and before any call carries it.
+func (r *rates) set(p *params, local func()) {
+	r.rateMu.Lock()
+	r.params.Store(p)
+	if local != nil {
+		local()
+	}
+	r.rateMu.Unlock()
+	ch := make(chan struct{})
+	close(*r.changed.Swap(&ch))
+}
 
 // params is one setting of the rate. It is immutable: SetRate publishes a
 // new one.
@@ -151,26 +181,9 @@ func New(client redis.Scripter, key string, maxRate float64, period time.Duratio
 		panic("redisbucket: New: empty key")
 	}
 	p := newParams("New", maxRate, period)
-	o := options{timeout: DefaultTimeout, probe: DefaultProbeInterval}
-	for _, opt := range opts {
-		if opt != nil {
-			opt(&o)
-		}
-	}
-	ownTime := o.clock != nil
-	if !ownTime {
-		o.clock = clock.New()
-	}
-	if o.timeout <= 0 {
-		o.timeout = DefaultTimeout
-	}
-	if o.probe <= 0 {
-		o.probe = DefaultProbeInterval
-	}
-	l := &Limiter{rdb: client, key: key, clock: o.clock, ownTime: ownTime, timeout: o.timeout, script: bucketScript}
-	l.params.Store(p)
-	ch := make(chan struct{})
-	l.changed.Store(&ch)
+	o := newOptions(opts)
+	l := &Limiter{rdb: client, key: key, clock: o.clock, ownTime: o.ownTime, timeout: o.timeout,
+		rates: newRates(p), seen: new(sighting), script: bucketScript}
 	if o.fb != nil {
 		l.fb = newFallback(o.fb, maxRate, period, o.probe, o.clock)
 	}
@@ -516,14 +529,11 @@ func (l *Limiter) SetRate(ctx context.Context, maxRate float64, period time.Dura
 	p := newParams("SetRate", maxRate, period)
 	// Calls in flight finish with the old params first; those that start
 	// from now on carry the new ones.
-	l.rateMu.Lock()
-	l.params.Store(p)
+	var local func()
 	if l.fb != nil {
-		l.fb.local.SetRate(l.fb.share*maxRate, period)
+		local = func() { l.fb.local.SetRate(l.fb.share*maxRate, period) }
 	}
-	l.rateMu.Unlock()
-	ch := make(chan struct{})
-	close(*l.changed.Swap(&ch))
+	l.set(p, local)
 	ctx = l.realDeadline(ctx)
 	if !l.useRedis(ctx) {
 		return nil

@@ -12,9 +12,31 @@ type Option func(*options)
 
 type options struct {
 	clock   clock.Clock
+	ownTime bool // clock came from WithClock
 	timeout time.Duration
 	probe   time.Duration
 	fb      *fallbackOptions
+}
+
+// newOptions applies opts to the defaults.
+func newOptions(opts []Option) options {
+	o := options{timeout: DefaultTimeout, probe: DefaultProbeInterval}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
+	}
+	o.ownTime = o.clock != nil
+	if !o.ownTime {
+		o.clock = clock.New()
+	}
+	if o.timeout <= 0 {
+		o.timeout = DefaultTimeout
+	}
+	if o.probe <= 0 {
+		o.probe = DefaultProbeInterval
+	}
+	return o
 }
 
 type fallbackOptions struct {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -327,6 +328,11 @@ type sighting struct {
 	mu  sync.Mutex
 	at  int64 // the server's time of the latest reply, in µs since 1970
 	end int64 // until when it said the key holds the bucket, µs since 1970; 0 if not at all
+
+	// latest, if not nil, is where a Keyed keeps the server's time of the
+	// latest reply on any of its keys, which tells the sightings that have
+	// run out (see Keyed.sighting).
+	latest *atomic.Int64
 }
 
 // record keeps what a reply said, unless a reply of a later server time was
@@ -337,6 +343,10 @@ func (s *sighting) record(at, end int64) {
 		s.at, s.end = at, end
 	}
 	s.mu.Unlock()
+	if s.latest != nil {
+		for v := s.latest.Load(); at > v && !s.latest.CompareAndSwap(v, at); v = s.latest.Load() {
+		}
+	}
 }
 
 func (s *sighting) until() int64 {
