@@ -58,7 +58,7 @@ func windowSection(w io.Writer, cfg config) {
 	// they show what the limiter did.
 	slack := period / 200
 	perSecond := windowMax / period.Seconds()
-	fmt.Fprintf(w, "5. ratelimit.Window: at most %d in any %v, which is what an API's \"%d per %v\" means\n", windowMax, period, windowMax, period)
+	fmt.Fprintf(w, "6. ratelimit.Window: at most %d in any %v, which is what an API's \"%d per %v\" means\n", windowMax, period, windowMax, period)
 	fmt.Fprintf(w, "   (a bucket of %d at %v/s, drip's or x/time/rate's, lets its burst through, then its rate: close to %d in a period)\n",
 		windowMax, perSecond, 2*windowMax)
 	fmt.Fprintln(w)

@@ -104,7 +104,7 @@ func TestWindowSectionSmoke(t *testing.T) {
 	var out bytes.Buffer
 	windowSection(&out, config{smoke: true})
 	for _, want := range []string{
-		"5. ratelimit.Window", "ratelimit.NewWindow(100, 50ms)  ", "ratelimit.New(100, 50ms)  ",
+		"6. ratelimit.Window", "ratelimit.NewWindow(100, 50ms)  ", "ratelimit.New(100, 50ms)  ",
 		"rate.NewLimiter(2000, 100)  ", "of its most, 100 per 50ms", "with WithResolution(time.Second):",
 	} {
 		if !strings.Contains(out.String(), want) {
