@@ -498,7 +498,7 @@ func TestKeyedConcurrentStress(t *testing.T) {
 						ctx, cancel = c.WithTimeout(context.Background(), time.Duration(i)*ms)
 					case 2:
 						go func() { // cancel it while it may wait
-							c.Sleep(time.Duration(g) * ms)
+							sleep(c, time.Duration(g)*ms)
 							cancel()
 						}()
 					}
@@ -525,7 +525,7 @@ func TestKeyedConcurrentStress(t *testing.T) {
 					case g == 2 && i%7 == 0:
 						k.Len()
 					}
-					c.Sleep(time.Duration(g%3) * ms)
+					sleep(c, time.Duration(g%3)*ms)
 				}
 			})
 		}
@@ -749,5 +749,15 @@ func TestKeyedRealClockParallel(t *testing.T) {
 		if k.Waiting(key) != 0 {
 			t.Errorf("key %d: %d still waiting", key, k.Waiting(key))
 		}
+	}
+}
+
+// sleep sleeps for d on c, and not at all for d <= 0: clock.Mock's Sleep(0)
+// fires its timer while it holds the mock's lock, and can block there on a
+// send when other goroutines sleep at the same time, which deadlocks every
+// caller of the clock.
+func sleep(c *clocktest.Clock, d time.Duration) {
+	if d > 0 {
+		c.Sleep(d)
 	}
 }
