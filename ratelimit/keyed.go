@@ -16,9 +16,10 @@ import (
 // A Keyed is a leaky bucket per key: per client IP or API key in a server,
 // per host in a crawler, per tenant in a worker. Every key gets the same
 // rate, MaxRate units per Period in bursts of up to MaxRate, and each key's
-// bucket behaves exactly as a [Limiter] of its own would: the same
-// admissions, to the tick, FIFO order among the callers waiting on it,
-// cancellation that takes nothing, deadlines that fail at once, Pause.
+// bucket behaves exactly as a [Limiter] of its own would (but for a clock
+// that moves backwards: see Clocks): the same admissions, to the tick,
+// FIFO order among the callers waiting on it, cancellation that takes
+// nothing, deadlines that fail at once, Pause.
 // [Keyed.SetRate] changes the rate of every key. A Keyed is safe for
 // concurrent use.
 //
@@ -70,7 +71,12 @@ import (
 //
 // A Keyed reads time only through its clock (see [WithClock]), as a Limiter
 // does, and is made and used in synctest bubbles the same way: a clock that
-// moves backwards makes it stricter, never looser.
+// moves backwards makes it stricter, never looser than a clock that stood
+// still at its latest reading. Keys share the latest reading of their
+// shard: a key last used before another key's later reading drains up to
+// that reading, where a Limiter of its own, which never saw that time,
+// would take its bucket as it last saw it. Either way, no key admits more
+// than its rate allows over the time the clock has shown.
 type Keyed[K comparable] struct {
 	keyed // first: its shards are aligned on cache lines
 	seed  maphash.Seed
@@ -178,7 +184,7 @@ func NewKeyed[K comparable](maxRate float64, period time.Duration, opts ...Keyed
 	k.sweepAt.Store(k.sweepGap.Load())
 	for i := range k.shards {
 		s := &k.shards[i]
-		s.r, s.epoch = &r, k.base
+		s.r, s.unitCost, s.epoch = &r, r.cost(1), k.base
 	}
 	return k
 }
@@ -387,7 +393,10 @@ func (c *keyed) check(h uint64, amount float64, take bool) bool {
 		s.mu.Unlock()
 		return false // NaN fails both
 	}
-	cost := r.cost(amount)
+	cost := s.unitCost
+	if amount != 1 {
+		cost = r.cost(amount)
+	}
 	i, found := s.find(h)
 	ok := true
 	switch {
@@ -571,7 +580,11 @@ func (c *keyed) allow(h uint64, amount float64) Decision {
 		case c.capSweep(s):
 			return c.allow(h, amount)
 		default:
-			d.Err, d.RetryAfter = c.capErr, r.period
+			// Nothing is admitted for the key until room is made: no
+			// units remain, and a Period is the most the keys held need.
+			s.mu.Unlock()
+			d.Err, d.RetryAfter, d.Reset = c.capErr, r.period, r.period
+			return d
 		}
 	}
 	s.mu.Unlock()

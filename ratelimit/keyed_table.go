@@ -61,8 +61,9 @@ type promoted struct {
 }
 
 type shard struct {
-	mu sync.Mutex
-	r  *rate
+	mu       sync.Mutex
+	r        *rate
+	unitCost int64 // r.cost(1), the most common amount
 	// slots is the table, n home slots and room past them, or nil while the
 	// shard holds no key; used is the number of keys in it.
 	slots []kslot
@@ -77,7 +78,7 @@ type shard struct {
 	// mu: an earlier time means a clock that moved backwards, or a reading
 	// taken before another caller took the lock.
 	seen int64
-	_    [2*cacheLine - 104]byte
+	_    [2*cacheLine - 112]byte
 }
 
 // ticks returns the time now in ticks since the epoch, from d0, read in
@@ -430,7 +431,7 @@ func (s *shard) setRate(c *keyed, r *rate, now int64) {
 		}
 	}
 	oldEpoch := s.epoch
-	s.r = r
+	s.r, s.unitCost = r, r.cost(1)
 	s.epoch = s.epoch.Add(time.Duration(ns))
 	s.epochNs = satAdd(s.epochNs, ns)
 	s.seen = 0
