@@ -17,7 +17,8 @@ func main() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: go -C bench run . [flags]\n\n"+
 			"Prints drip's Drip! tables live, then measures drip side by side with\n"+
 			"golang.org/x/time/rate, go.uber.org/ratelimit, github.com/juju/ratelimit,\n"+
-			"errgroup and conc on this machine.\n\n")
+			"errgroup and conc, and its keyed limiter with sethvargo/go-limiter,\n"+
+			"go-chi/httprate, throttled, tollbooth and ulule/limiter, on this machine.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
