@@ -77,17 +77,7 @@ func testDripSchedule(t *testing.T, hide bool) {
 			6 * time.Second, 8 * time.Second, 10 * time.Second, 12 * time.Second}
 		wantReturns := []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 40 * ms, 50 * ms, 60 * ms, 70 * ms,
 			2 * time.Second, 4 * time.Second}
-		for i := range 10 {
-			if starts[i] != wantStarts[i] {
-				t.Errorf("task %d started at %v, want %v", i, starts[i], wantStarts[i])
-			}
-			if returns[i] != wantReturns[i] {
-				t.Errorf("Go for task %d returned at %v, want %v", i, returns[i], wantReturns[i])
-			}
-		}
-		if got, want := p.Stats(), (pool.Stats{Submitted: 10, Done: 10}); got != want {
-			t.Errorf("after Wait: Stats() = %+v, want %+v", got, want)
-		}
+		checkSchedule(t, p, starts[:], returns[:], wantStarts, wantReturns)
 		c.Settle()
 		checkNoLeaks(t)
 	})

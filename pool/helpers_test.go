@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/dripgo/drip/internal/clocktest"
+	"github.com/dripgo/drip/pool"
 )
 
 const ms = time.Millisecond
@@ -43,5 +44,24 @@ func blockUntilDone(n *atomic.Int64) func(context.Context) error {
 		n.Add(1)
 		<-ctx.Done()
 		return nil
+	}
+}
+
+// checkSchedule checks that the tasks of p started at wantStarts and that
+// the calls to Go that submitted them returned at wantReturns, and that p
+// ran them all.
+func checkSchedule(t *testing.T, p *pool.Pool, starts, returns, wantStarts, wantReturns []time.Duration) {
+	t.Helper()
+	for i := range wantStarts {
+		if starts[i] != wantStarts[i] {
+			t.Errorf("task %d started at %v, want %v", i, starts[i], wantStarts[i])
+		}
+		if returns[i] != wantReturns[i] {
+			t.Errorf("Go for task %d returned at %v, want %v", i, returns[i], wantReturns[i])
+		}
+	}
+	n := len(wantStarts)
+	if got, want := p.Stats(), (pool.Stats{Submitted: n, Done: n}); got != want {
+		t.Errorf("after Wait: Stats() = %+v, want %+v", got, want)
 	}
 }

@@ -65,17 +65,7 @@ func TestWindowPoolSchedule(t *testing.T) {
 				const s = time.Second
 				wantStarts := []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 8 * s, 8*s + 10*ms, 8*s + 20*ms, 8*s + 30*ms, 16 * s, 16*s + 10*ms}
 				wantReturns := []time.Duration{0, 10 * ms, 20 * ms, 30 * ms, 40 * ms, 50 * ms, 60 * ms, 70 * ms, 8 * s, 8*s + 10*ms}
-				for i := range 10 {
-					if starts[i] != wantStarts[i] {
-						t.Errorf("task %d started at %v, want %v", i, starts[i], wantStarts[i])
-					}
-					if returns[i] != wantReturns[i] {
-						t.Errorf("Go for task %d returned at %v, want %v", i, returns[i], wantReturns[i])
-					}
-				}
-				if got, want := p.Stats(), (pool.Stats{Submitted: 10, Done: 10}); got != want {
-					t.Errorf("after Wait: Stats() = %+v, want %+v", got, want)
-				}
+				checkSchedule(t, p, starts[:], returns[:], wantStarts, wantReturns)
 				c.Settle()
 				checkNoLeaks(t)
 			})
