@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/maphash"
-	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -261,41 +260,6 @@ func (k *Keyed[K]) Pause(key K, d time.Duration) { k.pause(k.hash(key), d) }
 // with: whether the amount was taken, what is left, and when to come back.
 // See [Decision].
 func (k *Keyed[K]) Allow(key K, amount float64) Decision { return k.allow(k.hash(key), amount) }
-
-// A Decision is what [Keyed.Allow] decided for an amount on a key, and the
-// state of the key's bucket right after, as the RateLimit and Retry-After
-// headers of an HTTP response report them (the limit is MaxRate):
-//
-//	d := limits.Allow(clientIP, 1)
-//	if !d.OK {
-//		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.RetryAfter.Seconds()))))
-//		http.Error(w, "slow down", http.StatusTooManyRequests)
-//		return
-//	}
-type Decision struct {
-	// OK reports whether the amount was taken: the caller may go on.
-	OK bool
-	// Remaining is how many units TryAcquire would admit now, after this
-	// call: MaxRate less the level, and 0 while callers wait on the key or
-	// it is paused.
-	Remaining float64
-	// RetryAfter is 0 if OK. Otherwise it is how long until the amount
-	// would be admitted, behind the callers already waiting on the key:
-	// the wait Acquire would have (and a DeadlineError would report), if
-	// no SetRate or Pause changes it. For a new key refused at the cap it
-	// is one Period, by when the keys held without callers waiting or a
-	// pause have drained; for an amount that can never be admitted, 0.
-	RetryAfter time.Duration
-	// Reset is how long until the key's bucket is empty (its Level 0), if
-	// nothing more is admitted: a client that waits that long finds the
-	// whole burst of MaxRate.
-	Reset time.Duration
-	// Err is nil, unless the amount was not taken because it can never be
-	// admitted (ErrExceedsCapacity, ErrInvalidAmount), or because the key
-	// is new and the Keyed is at its cap (ErrTooManyKeys), wrapped with
-	// the values.
-	Err error
-}
 
 // SetRate changes the capacity and the period of every key, keeping each
 // bucket's units, as [Limiter.SetRate] does for one: callers waiting keep
@@ -588,51 +552,8 @@ func (c *keyed) allow(h uint64, amount float64) Decision {
 		}
 	}
 	s.mu.Unlock()
-	d.Remaining = max(r.maxRate-float64(tat-now)/r.unit, 0)
+	d.Remaining = r.remaining(r.capacity - (tat - now))
 	d.Reset = time.Duration(ceilDivSigned(tat-now, r.scale))
-	return d
-}
-
-// allow is Allow for a Limiter: TryAcquire, and the state after it.
-func (l *Limiter) allow(amount float64) Decision {
-	p, now := l.lock()
-	defer l.unlock()
-	ns := now / p.scale
-	open := l.q.empty() && ns >= p.blockNs // TryAcquire may admit
-	var d Decision
-	switch err := checkAmount(amount, p.maxRate); {
-	case err != nil:
-		d.Err = err
-	case amount == 0:
-		d.OK = true
-	default:
-		cost := p.cost(amount)
-		if tat := max(l.tat(p), now, p.floor) + cost; open && tat-now <= p.capacity {
-			setTat(p, tat)
-			d.OK = true
-		} else {
-			d.RetryAfter = time.Duration(min(l.due(p, now, cost)-ns, math.MaxInt64))
-		}
-	}
-	if open {
-		d.Remaining = max(p.maxRate-p.level(l.tat(p), ns, now), 0)
-	}
-	// The bucket is empty at its tat, or at the floor the blocks leave,
-	// counted in nanoseconds: it may lie further than ticks count.
-	reset := ceilDivSigned(max(l.tat(p), now)-now, p.scale)
-	if p.blockNs > 0 {
-		reset = max(reset, satAdd(p.blockNs-ns, ceilDivSigned(p.floorOff, p.scale)))
-	}
-	if ns < p.fullNs {
-		// Over-full, in units: the floor would not count them.
-		units := math.Ceil(p.overAt(ns) * float64(p.period) / p.maxRate)
-		if units >= math.MaxInt64 {
-			reset = math.MaxInt64
-		} else {
-			reset = max(reset, int64(units))
-		}
-	}
-	d.Reset = time.Duration(reset)
 	return d
 }
 

@@ -221,9 +221,9 @@ func keyedDiffRun(t *testing.T, rng *rand.Rand, maxRate float64, period time.Dur
 				t.Fatalf("op %d: key %d amount %v: Allow %+v; the Limiter admits %v, would wait %v\n%s\n%s", op, key, amount, d, ok, wantWait, describeKey(k, key), describeLimiter(l))
 			}
 			level := l.Level()
-			remaining := max(maxRate-level, 0)
-			if mock.now < pauseEnd[key] {
-				remaining = 0
+			remaining := l.Allow(0).Remaining // the units that fit now, rounded down
+			if want := max(maxRate-level, 0); math.Abs(remaining-want) > 1e-9*maxRate && !(mock.now < pauseEnd[key]) || mock.now < pauseEnd[key] && remaining != 0 {
+				t.Fatalf("op %d: key %d: the Limiter's Allow(0) says %v remain, at level %v", op, key, remaining, level)
 			}
 			reset := min(level*unitNs(), math.MaxInt64)
 			if !near(d.Remaining, remaining) || math.Abs(float64(d.Reset)-reset) > 1+1e-9*reset {

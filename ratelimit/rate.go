@@ -107,6 +107,27 @@ func (r *rate) cost(amount float64) int64 {
 	return min(ceilProduct(amount, r.unit), r.capacity)
 }
 
+// remaining returns the most units that room ticks admit: the largest
+// amount whose cost is at most room, as TryAcquire counts it, to within a
+// few ulps, never above.
+func (r *rate) remaining(room int64) float64 {
+	if room >= r.capacity {
+		return r.maxRate
+	}
+	if room <= 0 {
+		return 0
+	}
+	x := min(float64(room)/r.unit, r.maxRate)
+	for i := 0; x > 0 && r.cost(x) > room; i++ {
+		if i < 4 {
+			x = math.Nextafter(x, 0)
+		} else {
+			x *= 1 - 0x1p-40
+		}
+	}
+	return x
+}
+
 // ceilProduct returns a*b rounded up to a whole number, exactly: the
 // product rounded to a float64 may have lost a fraction just above a whole
 // number, which FMA recovers.

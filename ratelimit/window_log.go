@@ -102,6 +102,20 @@ func (l *windowLog) level() float64 {
 // fits reports whether q more quanta fit in a window of capacity quanta.
 func (l *windowLog) fits(q, capacity uint64) bool { return fits(l.hi, l.lo, q, capacity) }
 
+// remaining returns the units that fit in a window of capacity quanta now:
+// the quanta left, in units, rounded down.
+func (l *windowLog) remaining(capacity uint64) float64 {
+	if l.hi != 0 || l.lo >= capacity {
+		return 0
+	}
+	q := capacity - l.lo
+	u := float64(q) // rounded to nearest: down, if it went up
+	if u >= 1<<64 || uint64(u) > q {
+		u = math.Nextafter(u, 0)
+	}
+	return math.Ldexp(u, -l.shift)
+}
+
 func fits(hi, lo, q, capacity uint64) bool {
 	return hi == 0 && lo <= capacity && q <= capacity-lo
 }
