@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -35,12 +38,17 @@ func newRedisServer(t *testing.T) *redisServer {
 		}
 		t.Skipf("redis-server is not on PATH: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	// A port below Linux's ephemeral range (32768 on): while the server is
+	// down for a restart, no client connection can take its port as the
+	// local end, which would keep it from binding again.
+	s := &redisServer{t: t, bin: bin}
+	for s.port == 0 {
+		port := 20000 + rand.IntN(12000)
+		if ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
+			ln.Close()
+			s.port = port
+		}
 	}
-	s := &redisServer{t: t, bin: bin, port: ln.Addr().(*net.TCPAddr).Port}
-	ln.Close()
 	s.start()
 	t.Cleanup(s.stop)
 	return s
@@ -48,23 +56,31 @@ func newRedisServer(t *testing.T) *redisServer {
 
 func (s *redisServer) addr() string { return fmt.Sprintf("127.0.0.1:%d", s.port) }
 
-// start runs the server and waits until it answers PING.
+// start runs the server and waits until it answers, making sure that the
+// server answering is the one it started: another process on the port
+// (which a restart could find there) would make a test read another
+// server's keys.
 func (s *redisServer) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(s.bin, "--bind", "127.0.0.1", "--port", fmt.Sprint(s.port),
 		"--save", "", "--appendonly", "no", "--loglevel", "warning")
+	s.cmd.Stderr = os.Stderr // a failure to bind, say
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: s.addr(), MaxRetries: -1})
 	defer rdb.Close()
+	pid := fmt.Sprintf("process_id:%d\r\n", s.cmd.Process.Pid)
 	for range 200 {
-		if rdb.Ping(context.Background()).Err() == nil {
+		if info, err := rdb.Info(context.Background(), "server").Result(); err == nil {
+			if !strings.Contains(info, pid) {
+				s.t.Fatalf("the server answering on %s is not the redis-server this test started (pid %d)", s.addr(), s.cmd.Process.Pid)
+			}
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	s.t.Fatalf("redis-server on %s did not answer PING within 10s", s.addr())
+	s.t.Fatalf("redis-server on %s did not answer within 10s", s.addr())
 }
 
 // stop kills the server, as a crash would.
