@@ -35,9 +35,10 @@ type Decision struct {
 	// have drained; for an amount that can never be admitted, 0.
 	RetryAfter time.Duration
 	// Reset is how long until the bucket is empty (its Level 0) and no
-	// pause holds, if nothing more is admitted: a client that waits that
-	// long finds the whole burst of MaxRate. For a window, that is when
-	// the newest admission in it leaves it, a Period after it was made.
+	// pause holds, if nothing is admitted beyond the callers waiting now:
+	// a client that waits that long finds the whole burst of MaxRate. For
+	// a window, that is when the newest admission in it (or the last
+	// waiter's, once admitted) leaves it, a Period after it was made.
 	Reset time.Duration
 	// Err is nil, unless the amount was not taken because it can never be
 	// admitted (ErrExceedsCapacity, ErrInvalidAmount), or because the key
@@ -90,6 +91,11 @@ func (l *Limiter) allow(amount float64) Decision {
 			reset = max(reset, int64(units))
 		}
 	}
+	if !l.q.empty() {
+		// The callers waiting fill it first: it is empty once a newcomer
+		// of the whole capacity would fit behind them.
+		reset = max(reset, l.due(p, now, p.capacity)-ns)
+	}
 	d.Reset = time.Duration(reset)
 	return d
 }
@@ -129,6 +135,11 @@ func (w *Window) Allow(amount float64) Decision {
 	var reset int64
 	if w.log.n > 0 {
 		reset = satSub(satAdd(w.log.at(w.log.headSeq+uint64(w.log.n)-1).at, int64(w.period)), now)
+	}
+	if !w.q.empty() {
+		// The callers waiting come first: the window holds nothing once a
+		// newcomer of the whole capacity would fit behind them.
+		reset = max(reset, satSub(w.due(now, w.capacity), now))
 	}
 	d.Reset = time.Duration(max(reset, w.pause-now, 0))
 	return d

@@ -194,6 +194,13 @@ func TestAllowBehindWaiters(t *testing.T) {
 				if d.OK || d.Remaining != 0 || d.Err != nil {
 					t.Fatalf("Allow behind a waiter = %+v", d)
 				}
+				// Empty once the waiter has gone through: bucket, at 10 s (it
+				// goes at 2 s, when the bucket is full up to 8 s); window, at
+				// 16 s (it goes at 8 s).
+				wantReset := map[string]time.Duration{"Limiter": 10 * time.Second, "Window": 16 * time.Second}[kind.name]
+				if d.Reset != wantReset {
+					t.Fatalf("Reset behind a waiter %v, want %v", d.Reset, wantReset)
+				}
 				ctx, cancel := context.WithDeadline(context.Background(), c.Now().Add(d.RetryAfter))
 				var de *ratelimit.DeadlineError
 				if err := acq.Acquire(ctx, 1); !errors.As(err, &de) || de.Wait != d.RetryAfter {

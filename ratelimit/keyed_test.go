@@ -320,9 +320,10 @@ func TestKeyedAllow(t *testing.T) {
 			t.Fatalf("3 units with 2.5 free: %+v", d)
 		}
 		// A waiter first: Allow refuses, and says when the amount would
-		// come after it.
+		// come after it, and that the bucket is empty once the waiter's
+		// 3 units have drained too.
 		w := goKeyed(context.Background(), c, k, "ip", 3)
-		if d := k.Allow("ip", 1); d.OK || d.Remaining != 0 || d.RetryAfter != 50*ms+100*ms || d.Reset != 750*ms {
+		if d := k.Allow("ip", 1); d.OK || d.Remaining != 0 || d.RetryAfter != 50*ms+100*ms || d.Reset != 1050*ms {
 			t.Fatalf("behind a waiter: %+v", d)
 		}
 		c.AdvanceTo(t, 300*ms)

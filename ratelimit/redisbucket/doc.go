@@ -26,6 +26,23 @@
 // process hold only keys in use; [Keyed.Key] returns one key's Limiter,
 // for pool and the throttle wrappers.
 //
+// [Keyed.Allow] and [Limiter.Allow] answer what an HTTP middleware asks,
+// in the one round trip of TryAcquire: whether the amount was taken, and
+// the bucket's state after it, as a [ratelimit.Decision]. A Decision with
+// an Err says nothing of the rate: Redis failed (the Err wraps
+// [ErrUnavailable]), or the amount can never fit.
+//
+//	d := perClient.Allow(ctx, clientIP, 1)
+//	if d.Err != nil {
+//		http.Error(w, "rate limit unavailable", http.StatusServiceUnavailable)
+//		return
+//	}
+//	if !d.OK {
+//		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(d.RetryAfter.Seconds()))))
+//		http.Error(w, "slow down", http.StatusTooManyRequests)
+//		return
+//	}
+//
 // # The model
 //
 // The bucket is [ratelimit.Limiter]'s: it holds at most MaxRate units,

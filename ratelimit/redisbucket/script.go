@@ -54,12 +54,13 @@ import (
 //
 // Arguments:
 //
-//	ARGV[1]  the operation: take, check, reserve, cancel, pause or level
+//	ARGV[1]  the operation: take, check, reserve, cancel, pause, level or
+//	         allow
 //	ARGV[2]  the caller's nanoseconds per unit ("%.17g")
 //	ARGV[3]  the caller's period in nanoseconds
 //	ARGV[4]  the time until which the caller last saw the key hold a
 //	         bucket, in server microseconds since 1970, or 0
-//	ARGV[5]  take, check, reserve, cancel: the cost in nanoseconds;
+//	ARGV[5]  take, check, reserve, cancel, allow: the cost in nanoseconds;
 //	         pause: the length of the pause in nanoseconds
 //	ARGV[6]  reserve: the time left before the caller's deadline in
 //	         nanoseconds (a wait must end before it), or -1 for no limit;
@@ -81,7 +82,12 @@ import (
 // below the limit;
 // cancel 1 if it gave the reservation back, else 0; pause 0; level the
 // level in units as a string, since Redis truncates Lua numbers to
-// integers.
+// integers; allow, a take that also reports the bucket after it, for
+// Limiter.Allow: 1 or 0 (always 1 for a cost of 0, which takes nothing),
+// the wait that reserve would give the cost (0 if taken), the bucket's
+// lead on now (its level in nanoseconds, with the floor and the turns of a
+// pause in progress), both at most 2^62 ns, and 1 if a pause is in
+// progress, else 0.
 //
 // A reservation is given back only while the key still holds its nonce:
 // then no later change depends on it, since every other change to the
@@ -209,7 +215,7 @@ end
 -- end), and then the units reserved during the pause.
 local fo = up(period, -math.min(math.floor(u), period))
 
-local res, wait, prev = 0, 0, 0
+local res, wait, prev, lead = 0, 0, 0, 0
 if op == 'take' or op == 'check' then
   local tat = up(math.max(t, now), arg)
   -- tat - now <= period, exactly: tat against now + period rounded down.
@@ -252,6 +258,20 @@ elseif op == 'level' then
   local tat = math.max(t, now)
   if pause > 0 then tat = up(math.max(tat, up(pause, fo)), r) end
   res = string.format('%.17g', (tat - now) / u)
+elseif op == 'allow' then
+  -- take, with the tat that reserve and level see, so that the reply
+  -- says what Level and a reserve's wait would.
+  local tat = math.max(t, now)
+  if pause > 0 then tat = up(math.max(tat, up(pause, fo)), r) end
+  local want = up(tat, arg)
+  if arg == 0 then
+    res = 1
+  elseif pause == 0 and want <= -up(-now, -period) then
+    t, tat, n, dirty, res = want, want, 0, true, 1
+  else
+    wait = math.min(up(math.max(up(want, -period), pause), -now), 2^62)
+  end
+  lead = math.min(up(tat, -now), 2^62)
 else
   return redis.error_reply('ERR redisbucket: unknown operation ' .. tostring(op))
 end
@@ -270,6 +290,11 @@ end
 local held = 0
 if keep > now then held = e * 1e6 + math.min(math.ceil(keep / 1000), 2^52) end
 if op == 'reserve' then return {sec * 1e6 + usec, held, res, wait, prev} end
+if op == 'allow' then
+  local paused = 0
+  if pause > 0 then paused = 1 end
+  return {sec * 1e6 + usec, held, res, wait, lead, paused}
+end
 return {sec * 1e6 + usec, held, res}
 `
 
@@ -281,6 +306,7 @@ const (
 	opCancel  = "cancel"
 	opPause   = "pause"
 	opLevel   = "level"
+	opAllow   = "allow"
 )
 
 var bucketScript = redis.NewScript(bucketSource)
