@@ -50,6 +50,11 @@ type Decision struct {
 // Allow takes amount units if they are available now, as TryAcquire does,
 // and says in one call what an HTTP middleware answers with: whether the
 // amount was taken, what is left, and when to come back. See [Decision].
+//
+// Unlike TryAcquire, Allow first admits the callers waiting whose turn has
+// come, if the timer that admits them runs late (on a loaded machine), so
+// that it answers from the bucket as it is: it may then admit an amount
+// that TryAcquire, which leaves them to their timer, would refuse.
 func (l *Limiter) Allow(amount float64) Decision { return l.allow(amount) }
 
 // allow is Allow for a Limiter: TryAcquire, and the state after it.
@@ -57,6 +62,9 @@ func (l *Limiter) allow(amount float64) Decision {
 	p, now := l.lock()
 	defer l.unlock()
 	ns := now / p.scale
+	if !l.q.empty() {
+		l.process(p, now) // admits the waiters whose time has come, if their timer is late
+	}
 	open := l.q.empty() && ns >= p.blockNs // TryAcquire may admit
 	var d Decision
 	switch err := checkAmount(amount, p.maxRate); {
@@ -103,7 +111,8 @@ func (l *Limiter) allow(amount float64) Decision {
 // Allow takes amount units if the window has room for them now, as
 // TryAcquire does, and says in one call what an HTTP middleware answers
 // with: whether the amount was taken, what is left, and when to come back.
-// See [Decision].
+// See [Decision]. As [Limiter.Allow] does, it first admits the callers
+// waiting whose turn has come, if their timer runs late.
 func (w *Window) Allow(amount float64) Decision {
 	var d Decision
 	w.mu.Lock()

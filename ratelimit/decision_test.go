@@ -31,7 +31,9 @@ var allowKinds = []struct {
 	name string
 	make func(maxRate float64, period time.Duration, c clock.Clock) allower
 }{
-	{"Limiter", func(r float64, p time.Duration, c clock.Clock) allower { return ratelimit.New(r, p, ratelimit.WithClock(c)) }},
+	{"Limiter", func(r float64, p time.Duration, c clock.Clock) allower {
+		return ratelimit.New(r, p, ratelimit.WithClock(c))
+	}},
 	{"Window", func(r float64, p time.Duration, c clock.Clock) allower {
 		return ratelimit.NewWindow(r, p, ratelimit.WithClock(c))
 	}},

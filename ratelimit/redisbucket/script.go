@@ -218,8 +218,10 @@ local fo = up(period, -math.min(math.floor(u), period))
 local res, wait, prev, lead = 0, 0, 0, 0
 if op == 'take' or op == 'check' then
   local tat = up(math.max(t, now), arg)
-  -- tat - now <= period, exactly: tat against now + period rounded down.
-  if pause == 0 and tat <= -up(-now, -period) then
+  -- tat - now <= period, exactly: the lead on now, plus the cost, each
+  -- rounded up, against the period. (Against now + period, both large,
+  -- the roundings could refuse a full burst on an empty bucket for good.)
+  if pause == 0 and up(up(math.max(t, now), -now), arg) <= period then
     res = 1
     if op == 'take' then t, n, dirty = tat, 0, true end
   end
@@ -266,7 +268,7 @@ elseif op == 'allow' then
   local want = up(tat, arg)
   if arg == 0 then
     res = 1
-  elseif pause == 0 and want <= -up(-now, -period) then
+  elseif pause == 0 and up(up(tat, -now), arg) <= period then
     t, tat, n, dirty, res = want, want, 0, true, 1
   else
     wait = math.min(up(math.max(up(want, -period), pause), -now), 2^62)
