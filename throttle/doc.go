@@ -24,12 +24,15 @@
 //   - [Throttled.Chan] turns a receive channel into another that passes on
 //     the values once admitted, with a function that tells why it closed.
 //   - [NewTransport] wraps an [net/http.RoundTripper]: each request waits for
-//     its cost, and a 429 or 503 response with Retry-After pauses the limiter
-//     so that every goroutine sharing it backs off together (every process,
-//     for a limiter kept in Redis). It pauses limiters that have a Pause
-//     method ([Pauser] or [ContextPauser]); see [Transport]. With [PerHost],
-//     each host has a bucket of its own in a [ratelimit.Keyed], and a
-//     Retry-After pauses that host alone.
+//     its cost, and a response that asks the client to back off pauses the
+//     limiter, so that every goroutine sharing it backs off together (every
+//     process, for a limiter kept in Redis): a 429 or 503 with Retry-After,
+//     or a quota field (RateLimit, X-RateLimit-Remaining and the like) that
+//     says nothing remains, until the quota resets. [AdoptPolicy] also sets
+//     the limiter's rate to the server's RateLimit-Policy. It pauses
+//     limiters that have a Pause method ([Pauser] or [ContextPauser]); see
+//     [Transport]. With [PerHost], each host has a bucket of its own in a
+//     [ratelimit.Keyed], and a pause stops that host alone.
 //   - [Throttled.Wait] is that one step on its own, for code of another shape.
 //
 // Wrappers made from the same limiter share it: a Func, a Seq and a
@@ -68,12 +71,33 @@
 // once with an error that wraps [ratelimit.ErrExceedsCapacity] rather than
 // waiting forever.
 //
+// # Servers
+//
+// The other side of an HTTP API is a [Middleware]: it limits the requests
+// a server takes, per client address by default, and answers those it
+// refuses with 429 Too Many Requests, Retry-After and a problem+json body,
+// with the RateLimit-Policy and RateLimit headers of the IETF draft on
+// every response. It does not wait for room, as the wrappers above do,
+// unless [WithMaxWait] lets it:
+//
+//	limits := ratelimit.NewKeyed[string](100, time.Minute, ratelimit.WithMaxKeys(1_000_000))
+//	mw := throttle.NewMiddleware(throttle.PerKey(limits))
+//	http.ListenAndServe(":8080", mw.Handler(mux))
+//
+// Each client then has a bucket of 100 requests that drains 100 a minute.
+// [KeyByIP] reads X-Forwarded-For from trusted proxies only, [KeyByHeader]
+// and [KeyBy] key by an API key or a user, [Global] holds the whole server
+// to one limiter, and the Redis-backed redisbucket.Keyed is a [Limit] as
+// it is, for a fleet of servers that share each client's bucket.
+//
 // # Cost
 //
 // The wrappers add little to the limiter's own cost: Seq and Func call the
 // cost function (if any) and the limiter, which comes to a few nanoseconds
 // per value beyond an Acquire that does not wait, and allocate nothing per
 // value. Chan hands each value from one goroutine to another, which costs
-// what two channel handoffs do, a few hundred nanoseconds. Transport parses
-// Retry-After only on 429 and 503 responses.
+// what two channel handoffs do, a few hundred nanoseconds. Transport reads a
+// few headers of each response: about 60 ns when none is there, without
+// allocating. A Middleware adds well under a microsecond and two
+// allocations (the RateLimit header's value) to a request it admits.
 package throttle
