@@ -18,7 +18,8 @@ func main() {
 			"Prints drip's Drip! tables live, then measures drip side by side with\n"+
 			"golang.org/x/time/rate, go.uber.org/ratelimit, github.com/juju/ratelimit,\n"+
 			"errgroup and conc, and its keyed limiter with sethvargo/go-limiter,\n"+
-			"go-chi/httprate, throttled, tollbooth and ulule/limiter, on this machine.\n\n")
+			"go-chi/httprate, throttled, tollbooth and ulule/limiter, and its HTTP\n"+
+			"middleware with theirs, on this machine.\n\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()

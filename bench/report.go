@@ -155,6 +155,9 @@ func report(w io.Writer, cfg config) error {
 	}
 
 	windowSection(w, cfg)
+	if err := middlewareSection(w, cfg); err != nil {
+		return err
+	}
 
 	if cfg.svg != "" {
 		f, err := os.Create(cfg.svg)
