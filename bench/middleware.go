@@ -70,7 +70,12 @@ var otherMiddlewarePeers = []middlewarePeer{
 		return m.Handle, func() { _ = store.Close(context.Background()) }
 	}},
 	{"httprate", "httprate", "X-RateLimit-*", func(c keyedConfig) (func(http.Handler) http.Handler, func()) {
-		return httprate.LimitByIP(int(c.maxRate), c.period), nil
+		// As httprate's docs advise in place of the deprecated LimitByIP:
+		// the connection's address, IPv6 by /64.
+		return httprate.LimitBy(int(c.maxRate), c.period, func(r *http.Request) (string, error) {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			return httprate.CanonicalizeIP(host), err
+		}), nil
 	}},
 	{"throttled", "throttled", "X-RateLimit-*", func(c keyedConfig) (func(http.Handler) http.Handler, func()) {
 		store, err := throttledmem.NewCtx(middlewareKeys)
