@@ -31,8 +31,10 @@ type Decision struct {
 	// would be admitted, behind the callers already waiting: the wait
 	// Acquire would have (and a DeadlineError would report), if no SetRate
 	// or Pause changes it. For a new key refused at a Keyed's cap it is
-	// one Period, by when the keys held without callers waiting or a pause
-	// have drained; for an amount that can never be admitted, 0.
+	// one Period and a sixteenth (of a Period, or of 64 ms if longer), by
+	// when the keys held without callers waiting or a pause have drained
+	// and the Keyed has looked for them; for an amount that can never be
+	// admitted, 0.
 	RetryAfter time.Duration
 	// Reset is how long until the bucket is empty (its Level 0) and no
 	// pause holds, if nothing is admitted beyond the callers waiting now:

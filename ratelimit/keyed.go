@@ -545,9 +545,12 @@ func (c *keyed) allow(h uint64, amount float64) Decision {
 			return c.allow(h, amount)
 		default:
 			// Nothing is admitted for the key until room is made: no
-			// units remain, and a Period is the most the keys held need.
+			// units remain. The keys held drain within a Period, and a
+			// sweep at the cap finds them within the sixteenth of one
+			// (of 64 ms at least) that capSweep lets pass between two.
 			s.mu.Unlock()
-			d.Err, d.RetryAfter, d.Reset = c.capErr, r.period, r.period
+			wait := time.Duration(int64(r.period) + numShards/16*sweepGap(r))
+			d.Err, d.RetryAfter, d.Reset = c.capErr, wait, wait
 			return d
 		}
 	}
