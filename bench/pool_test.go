@@ -3,14 +3,16 @@ package main
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"testing"
 )
 
 // BenchmarkPoolTask measures the cost of one task, from submission to its
 // end, when the limiter admits everything: the pool's overhead over the
-// task itself.
+// task itself. impl=drip-acquire-only shows what the submitter's own
+// TryAcquire saves (see poolVariants).
 func BenchmarkPoolTask(b *testing.B) {
-	for _, r := range poolRunners {
+	for _, r := range slices.Concat(poolRunners, poolVariants) {
 		b.Run(r.name, func(b *testing.B) {
 			b.ReportAllocs()
 			r.run(b.N, noopTask)

@@ -67,6 +67,26 @@ var poolRunners = []poolRunner{
 	}},
 }
 
+// poolVariants are drip's pool with part of its machinery out of use, for
+// the benchmarks that show what that part buys. With the limiter hidden
+// behind Acquire, no submitter can admit its own task: every task waits for
+// its turn on its own goroutine and calls Acquire there.
+var poolVariants = []poolRunner{
+	{"impl=drip-acquire-only", func(n int, task func(context.Context) error) {
+		lim := acquireOnly{ratelimit.New(huge, time.Second)}
+		p, _ := pool.New(context.Background(), lim, pool.Workers(poolWorkers))
+		for range n {
+			p.Go(task)
+		}
+		if err := p.Wait(); err != nil {
+			panic(err)
+		}
+	}},
+}
+
+// acquireOnly hides every method of a limiter but Acquire.
+type acquireOnly struct{ ratelimit.Acquirer }
+
 var poolSink atomic.Int64
 
 func noopTask(context.Context) error {

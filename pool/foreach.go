@@ -7,20 +7,11 @@ import (
 	"github.com/dripgo/drip/ratelimit"
 )
 
-// ForEach calls fn on every item of seq on a pool made with
-// New(ctx, lim, opts...), each call acquiring one unit from lim before it
-// starts, and returns the pool's error, as Wait does.
-//
-// ForEach pulls seq lazily: it waits until fewer than Workers items are in
-// the hands of calls that have not finished before it asks seq for the
-// next, so it never holds more than Workers such items, and seq may be
-// endless. It stops pulling once the pool's context ends (a task failed,
-// or ctx was cancelled); it then reports the context's cause if no task
-// failed. A panic in fn is raised again in the caller, after the other
-// calls have returned; a panic in seq cancels the calls in flight and
-// waits for them before it goes on.
-//
-// ForEach panics if fn is nil, and on what New panics on.
+// ForEach calls fn on every item of seq as tasks of weight 1 on New(ctx,
+// lim, opts...), and returns (or panics) as Wait does. It pulls an item only
+// once a worker is free for it, so seq may be endless, and stops when the
+// pool stops. A panic in seq cancels the calls in flight, waits for them and
+// goes on panicking. ForEach panics if fn is nil.
 func ForEach[T any](ctx context.Context, lim ratelimit.Acquirer, seq iter.Seq[T], fn func(ctx context.Context, item T) error, opts ...Option) error {
 	if fn == nil {
 		panic("pool: ForEach called with a nil function")

@@ -4,10 +4,11 @@ import "sync/atomic"
 
 // submitLock is a lock that costs one atomic add to take and one to
 // release when no one else wants it, and that hands itself over through a
-// channel when someone does: a goroutine waiting for it is durably blocked
-// in a testing/synctest bubble, as it would not be on a sync.Mutex, so a
-// test that submits from several goroutines can still wait for them all
-// to block.
+// channel when someone does. A goroutine waiting for it is durably blocked
+// in a testing/synctest bubble, as it would not be on a sync.Mutex
+// (TestSubmittersBlockDurably hangs with one). A plain channel of one token
+// would be too, but costs more: BenchmarkSubmitLock, and BenchmarkPoolTask
+// in bench/ is slower with it.
 type submitLock struct {
 	n       atomic.Int64  // the holder and those waiting
 	handoff chan struct{} // the lock, passed from its holder to a waiter

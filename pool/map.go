@@ -6,16 +6,9 @@ import (
 	"github.com/dripgo/drip/ratelimit"
 )
 
-// Map calls fn on every item on a pool made with New(ctx, lim, opts...),
-// each call acquiring one unit from lim before it starts, and returns the
-// results in the order of items, whatever order the calls finish in.
-//
-// Map returns the pool's error, as Wait does, together with the results it
-// has: on an error, the slice still has len(items) entries, and those of
-// calls that failed or never ran are the zero value. A panic in fn is
-// raised again in the caller of Map, after the other calls have returned.
-//
-// Map panics if fn is nil, and on what New panics on.
+// Map calls fn on every item as tasks of weight 1 on New(ctx, lim, opts...)
+// and returns the results in input order (zero where a call failed or never
+// ran) and what Wait returns. It panics if fn is nil, or as Wait does.
 func Map[T, R any](ctx context.Context, lim ratelimit.Acquirer, items []T, fn func(ctx context.Context, item T) (R, error), opts ...Option) ([]R, error) {
 	if fn == nil {
 		panic("pool: Map called with a nil function")

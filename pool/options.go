@@ -23,13 +23,9 @@ func newConfig(opts []Option) config {
 	return c
 }
 
-// Workers sets how many tasks may hold a worker at once: the tasks running
-// plus those waiting for the limiter. The default is runtime.GOMAXPROCS(0),
-// which suits CPU-bound tasks; tasks that wait on the network want more.
-// A worker costs nothing until a task holds it, so a large n (up to
-// math.MaxInt, for no bound but the limiter's) costs memory only for the
-// tasks actually held. Workers panics if n < 1, since a pool with no worker
-// would block forever.
+// Workers sets how many tasks may hold a worker at once, running or waiting
+// for the limiter: runtime.GOMAXPROCS(0) by default, more for network calls,
+// up to math.MaxInt (a worker costs only while held). It panics if n < 1.
 func Workers(n int) Option {
 	if n < 1 {
 		panic(fmt.Sprintf("pool: Workers(%d): a pool needs at least 1 worker", n))
@@ -38,9 +34,7 @@ func Workers(n int) Option {
 }
 
 // CollectErrors makes a task's error leave the other tasks running: Wait
-// then returns every error, joined with errors.Join in the order the tasks
-// were submitted. By default the first error cancels the pool's context and
-// is the one Wait returns, as with errgroup.
+// then returns every error, in submission order, joined with errors.Join.
 func CollectErrors() Option {
 	return func(c *config) { c.collect = true }
 }

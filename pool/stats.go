@@ -1,31 +1,17 @@
 package pool
 
-// Stats counts a pool's tasks, for progress reports. Every submitted task
-// is in exactly one of Waiting, Running, Done, Failed and Skipped.
+// Stats counts a pool's tasks. Each submitted task is in one of the others.
 type Stats struct {
-	// Submitted counts the tasks that Go and GoWeighted accepted, and those
-	// TryGo accepted. A call still blocked waiting for a worker is not
-	// counted yet.
-	Submitted int
-	// Waiting counts the tasks that hold a worker and wait for the limiter.
-	Waiting int
-	// Running counts the tasks that the limiter admitted and that have not
-	// returned.
-	Running int
-	// Done counts the tasks that returned nil.
-	Done int
-	// Failed counts the tasks that returned an error or panicked, and
-	// those whose weight the limiter refused.
-	Failed int
-	// Skipped counts the tasks that never started because the pool's
-	// context ended first (or the limiter could not admit them before its
-	// deadline). They took nothing from the limiter.
-	Skipped int
+	Submitted int // given a worker (a Go still waiting for one is not counted)
+	Waiting   int // holding a worker, waiting for the limiter
+	Running   int // admitted, not returned
+	Done      int // returned nil
+	Failed    int // returned an error, panicked, or had its weight refused
+	Skipped   int // never started: the pool stopped, or its deadline was out of reach
 }
 
-// Stats returns the pool's counts. They are read one after another while
-// tasks move on, so they may be a moment apart, but each is exact, none is
-// negative, and after Wait they add up: Submitted = Done + Failed + Skipped.
+// Stats returns the pool's counts, which may be a moment apart while tasks
+// move on; after Wait, Submitted = Done + Failed + Skipped.
 func (p *Pool) Stats() Stats {
 	// Each task increments the counters in the order submitted, admitted
 	// or skipped, succeeded or failed; reading them in the reverse order
