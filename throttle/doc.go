@@ -99,5 +99,6 @@
 // what two channel handoffs do, a few hundred nanoseconds. Transport reads a
 // few headers of each response: about 60 ns when none is there, without
 // allocating. A Middleware adds well under a microsecond and two
-// allocations (the RateLimit header's value) to a request it admits.
+// allocations (the RateLimit value, and one array holding both fields'
+// slices) to a request it admits.
 package throttle

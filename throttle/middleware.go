@@ -5,9 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
+	"reflect"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -57,11 +60,13 @@ var (
 // PerKey returns a Limit that gives each key (each client, by default) a
 // leaky bucket of its own in k. Cap k with [ratelimit.WithMaxKeys] when
 // clients choose their keys: a flood of new keys is then refused with 429
-// instead of growing the server's memory. PerKey panics if k is nil.
+// instead of growing the server's memory. PerKey panics if k is nil, or
+// was not made by [ratelimit.NewKeyed] (a zero Keyed), naming the problem.
 func PerKey(k *ratelimit.Keyed[string]) Limit {
 	if k == nil {
 		panic("throttle: PerKey: nil Keyed")
 	}
+	checkLimiter("PerKey", k, true)
 	return perKey{k}
 }
 
@@ -81,11 +86,15 @@ func (p perKey) Period() time.Duration { return p.k.Period() }
 // Global returns a Limit that holds every request to the one limiter l,
 // whoever sends it: a limit on the server as a whole. A Middleware with a
 // Global limit computes no key, so it never answers 400, and takes none of
-// the options about keys. Global panics if l is nil.
+// the options about keys. Global panics if l is nil, a nil pointer
+// included, or if its MaxRate or Period panics or is not above 0, as for
+// a limiter that its constructor did not make (a zero [ratelimit.Limiter]
+// or [ratelimit.Window]), naming the problem.
 func Global(l GlobalLimiter) Limit {
 	if l == nil {
 		panic("throttle: Global: nil GlobalLimiter")
 	}
+	checkLimiter("Global", l, true)
 	return global{l}
 }
 
@@ -101,6 +110,44 @@ func (g global) Acquire(ctx context.Context, _ string, cost float64) error {
 
 func (g global) MaxRate() float64      { return g.l.MaxRate() }
 func (g global) Period() time.Duration { return g.l.Period() }
+
+// checkLimiter panics, in a message that starts with the name of fn, the
+// function that was given l, unless l can answer: it is not a nil pointer
+// (or other nil of a type with methods), its MaxRate and Period do not
+// panic, and, if rates, they are above 0. A zero ratelimit.Limiter or
+// Keyed, which no constructor made, panics when MaxRate reads its missing
+// rate; a zero Window reports 0 and 0, then panics on the first request.
+// Either way the mistake is named when the server is built, not on every
+// request. NewMiddleware does not check the values (rates false): the
+// Middleware answers whatever rate a Limit reports (see
+// TestHTTPAttackWeirdLimit), and a Limit's rate may change at run time.
+func checkLimiter(fn string, l interface {
+	MaxRate() float64
+	Period() time.Duration
+}, rates bool) {
+	switch v := reflect.ValueOf(l); v.Kind() {
+	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Slice, reflect.UnsafePointer:
+		if v.IsNil() {
+			panic(fmt.Sprintf("throttle: %s: nil %T", fn, l))
+		}
+	}
+	q, w, failure := readRate(l)
+	if failure != nil {
+		panic(fmt.Sprintf("throttle: %s: %T's MaxRate or Period panics (not made by its constructor?): %v", fn, l, failure))
+	}
+	if rates && (!(q > 0) || w <= 0) {
+		panic(fmt.Sprintf("throttle: %s: %T has MaxRate %v and Period %v; both must be > 0 (not made by its constructor?)", fn, l, q, w))
+	}
+}
+
+// readRate returns l's MaxRate and Period, or what they panicked with.
+func readRate(l interface {
+	MaxRate() float64
+	Period() time.Duration
+}) (q float64, w time.Duration, failure any) {
+	defer func() { failure = recover() }()
+	return l.MaxRate(), l.Period(), nil
+}
 
 // A Middleware rate-limits the requests to an [http.Handler]: each request
 // takes its cost (one unit, unless [WithRequestCost] says otherwise) from
@@ -128,7 +175,8 @@ func (g global) Period() time.Duration { return g.l.Period() }
 //     https://iana.org/assignments/http-problem-types#quota-exceeded,
 //     or whatever [WithRefusedHandler] writes. A key refused because a
 //     Keyed is at its cap ([ratelimit.ErrTooManyKeys]) is refused the
-//     same way, with a Retry-After of one Period.
+//     same way, with a Retry-After of one Period and a sixteenth (see
+//     [ratelimit.Decision]).
 //  5. A cost that can never fit, larger than MaxRate, is answered 413
 //     Content Too Large, with RateLimit-Policy and a problem+json body of
 //     the same type, and no Retry-After: trying again would not help.
@@ -179,15 +227,28 @@ func (g global) Period() time.Duration { return g.l.Period() }
 // client its own key (an address or an API key), which adds nothing it
 // can use.
 //
+// Middlewares can be stacked, such as one per client around one for the
+// whole server. Each adds its item to the RateLimit-Policy and RateLimit
+// fields that the Middlewares before it set, in one line, after theirs:
+//
+//	RateLimit-Policy: "per-client";q=2;w=60, "server";q=100;w=60
+//	RateLimit: "per-client";r=1;t=30, "server";r=99;t=1
+//
+// A client may then send as many requests as the least r allows. An item
+// with the Middleware's own policy name takes the place of the one there:
+// give each Middleware its own name with [WithPolicyName].
+//
 // # Cost
 //
 // On a request admitted at once, the Middleware adds a few hundred
 // nanoseconds to the Limit's own time (a Keyed's Allow takes about 125 ns
-// among 10,000 keys), and allocates only the RateLimit header's value, a
-// string and the slice that holds it: the key of an IPv4 client is a part
-// of RemoteAddr, and the RateLimit-Policy value is built once per rate and
-// shared by every response. (The response's header map, if it was empty,
-// grows to hold the two headers, as it would for any.)
+// among 10,000 keys), and makes two allocations: the RateLimit value, and
+// one array that holds the values of both fields. The key of an IPv4
+// client is a part of RemoteAddr, and the RateLimit-Policy value is a
+// string built once per rate and shared by every response. The slices
+// that hold the values in the header map are the response's own, so a
+// handler may write to them. (The response's header map, if it was
+// empty, grows to hold the two headers, as it would for any.)
 //
 // A Middleware is safe for concurrent use.
 type Middleware struct {
@@ -203,6 +264,7 @@ type Middleware struct {
 
 	name        string
 	unit        string // the qu parameter, "" for none
+	sfName      string // the name as a Structured Fields String: `"name"`
 	rlPrefix    string // `"name";r=`, the start of every RateLimit value
 	refusedBody []byte
 	policy      atomic.Pointer[policyField]
@@ -215,13 +277,13 @@ type Middleware struct {
 	optPanic string
 }
 
-// policyField is the RateLimit-Policy value for one rate. Its slice is put
-// in the header map of every response as it is: it has a capacity of one,
-// so that an append by a handler copies it rather than write over it.
+// policyField is the RateLimit-Policy value for one rate. The string is
+// shared by every response; the slice that holds it in a header map is
+// each response's own (see putFields).
 type policyField struct {
 	maxRate float64
 	period  time.Duration
-	value   []string
+	value   string
 }
 
 // A MiddlewareOption configures a [Middleware] in [NewMiddleware].
@@ -237,7 +299,9 @@ const (
 )
 
 // problemJSON is the Content-Type of every body the Middleware writes.
-var problemJSON = []string{"application/problem+json"}
+// Each response gets a slice of its own to hold it: the handler owns the
+// header map, and may write to the slices in it.
+const problemJSON = "application/problem+json"
 
 // maxSFInt is the largest Integer of RFC 9651: 15 decimal digits.
 const maxSFInt = 999_999_999_999_999
@@ -245,13 +309,17 @@ const maxSFInt = 999_999_999_999_999
 const quotaExceeded = "https://iana.org/assignments/http-problem-types#quota-exceeded"
 
 // NewMiddleware returns a Middleware that limits requests with limit. It
-// panics if limit is nil, and on options that contradict each other (two
-// ways to make the key, or an option about keys with a [Global] limit),
-// naming them.
+// panics if limit is nil (a nil pointer included) or if its MaxRate or
+// Period panics, as those of a zero value that its constructor did not
+// make may, and on options that contradict each other (two ways to make
+// the key, or an option about keys with a [Global] limit), naming them.
+// It takes a Limit of any rate, which may change at run time anyway: a
+// MaxRate below one unit, or not a number, is advertised as q=0.
 func NewMiddleware(limit Limit, opts ...MiddlewareOption) *Middleware {
 	if limit == nil {
 		panic("throttle: NewMiddleware: nil Limit")
 	}
+	checkLimiter("NewMiddleware", limit, false)
 	m := &Middleware{limit: limit, name: "default", maxKeyLen: 256, ipOpts: ipKeys{v6Bits: 64}}
 	for _, opt := range opts {
 		if opt != nil {
@@ -282,7 +350,8 @@ func NewMiddleware(limit Limit, opts ...MiddlewareOption) *Middleware {
 	if m.onLimitError == nil {
 		m.onLimitError = defaultLimitError
 	}
-	m.rlPrefix = sfString(m.name) + ";r="
+	m.sfName = sfString(m.name)
+	m.rlPrefix = m.sfName + ";r="
 	m.refusedBody = problem(http.StatusTooManyRequests, quotaExceeded, "Quota Exceeded",
 		"The request exceeds the quota of the "+strconv.Quote(m.name)+
 			" policy now; it can be sent again after the seconds that Retry-After says.", m.name)
@@ -331,12 +400,27 @@ func WithRequestCost(cost func(r *http.Request) float64) MiddlewareOption {
 // turns out longer by then, Acquire fails at once with a
 // [ratelimit.DeadlineError], and the request is refused with a Retry-After
 // of the wait it reports. A client that goes away while it waits takes
-// nothing, and those behind it move up as if it had never come; the
-// Middleware then writes no response. Once admitted, the request calls
-// Allow once more with a cost of 0, which takes nothing, to read the state
-// that the RateLimit header reports: a request that waited makes three
-// calls to the Limit (three round trips with Redis), one that did not
-// wait makes one.
+// nothing, if the server notices (see below), and those behind it move up
+// as if it had never come; the Middleware then writes no response. Once
+// admitted, the request calls Allow once more with a cost of 0, which
+// takes nothing, to read the state that the RateLimit header reports: a
+// request that waited makes three calls to the Limit (three round trips
+// with Redis), one that did not wait makes one.
+//
+// A request leaves its place only if the server notices that its client
+// went away. net/http notices it at once over HTTP/2, and for a request
+// without a body. Over HTTP/1.x, it notices it only once the request's
+// body has been read to its end, since it does not read the connection
+// before. So the Middleware reads the body of an HTTP/1.x request into
+// memory before the request waits, if it declares a Content-Length of at
+// most 64 KiB and has no Expect: 100-continue (whose client waits to be
+// told to send the body). The request takes its place in the queue once
+// its client has sent the body, and the wait of d starts then. The handler
+// reads the same bytes from the body of a shallow copy of the request.
+// Over HTTP/1.x, a request with a longer body, a body of unknown length
+// (chunked), or Expect: 100-continue keeps its place when its client hangs
+// up: it takes its cost when its turn comes and goes on to the handler,
+// and the requests behind it wait that much longer.
 //
 // A d of 0, the default, refuses at once whatever does not fit. It panics
 // if d < 0.
@@ -439,6 +523,7 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	ctx := r.Context()
 	d := m.limit.Allow(ctx, key, cost)
 	if !d.OK && d.Err == nil && d.RetryAfter < m.maxWait {
+		r = holdBody(r)
 		var stay bool
 		if d, stay = m.wait(ctx, key, cost, d); !stay {
 			return
@@ -446,11 +531,11 @@ func (m *Middleware) serve(w http.ResponseWriter, r *http.Request, next http.Han
 	}
 	switch {
 	case d.OK:
-		h := w.Header()
-		h[hdrPolicy] = m.currentPolicy().value
+		var rl string
 		if d.Err == nil {
-			h[hdrRateLimit] = []string{m.rateLimit(d.Remaining, ceilSeconds(d.Reset))}
+			rl = m.rateLimit(d.Remaining, ceilSeconds(d.Reset))
 		}
+		m.putFields(w.Header(), new([2]string), m.currentPolicy().value, rl)
 		next.ServeHTTP(w, r)
 	case d.Err == nil || errors.Is(d.Err, ratelimit.ErrTooManyKeys):
 		m.refuse(w, r, d)
@@ -492,18 +577,86 @@ func (m *Middleware) wait(ctx context.Context, key string, cost float64, d ratel
 	}
 }
 
+// maxHeldBody is the longest request body, in bytes, that the Middleware
+// reads into memory before the request waits (see WithMaxWait).
+const maxHeldBody = 64 << 10
+
+// holdBody returns r, or a shallow copy of it whose body has been read into
+// memory, for a request about to wait: net/http notices that an HTTP/1.x
+// client has hung up only once the request's body has been read to its end
+// (it does not read the connection before that), and a request must
+// notice it while it waits, to give up its place. It reads the body of an
+// HTTP/1.x request that declares a Content-Length from 1 to maxHeldBody
+// bytes and has no Expect header. (Expect can only be 100-continue, since
+// net/http answers any other 417: its client waits to be told to send the
+// body, and reading the body would tell it to, for a request that may yet
+// be refused.) It returns any other request as it is; over HTTP/2, net/http
+// notices a client's leaving without reading the body.
+//
+// The copy's body gives the handler the same bytes, then what the first
+// body returned after them: io.EOF, a read error (the client hung up half
+// way, a deadline passed, an http.MaxBytesReader of an earlier handler said
+// no), or, for a body that an earlier handler replaced with one longer than
+// Content-Length, the rest of it. Closing it closes the first body.
+func holdBody(r *http.Request) *http.Request {
+	if r.ProtoMajor != 1 || r.ContentLength <= 0 || r.ContentLength > maxHeldBody ||
+		r.Body == nil || r.Body == http.NoBody || len(r.Header["Expect"]) > 0 {
+		return r
+	}
+	// One byte more than declared, so that a body that returns its last
+	// bytes without io.EOF can return io.EOF on the next Read.
+	buf := make([]byte, 0, r.ContentLength+1)
+	var err error
+	for err == nil && len(buf) < cap(buf) {
+		var n int
+		n, err = r.Body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+	}
+	// With err nil, buf is full and the end was not seen: the rest stays
+	// in r.Body, for the handler to read after buf.
+	held := &heldBody{data: buf, err: err, body: r.Body}
+	r2 := new(http.Request)
+	*r2 = *r
+	r2.Body = held
+	return r2
+}
+
+// heldBody is a request body read into memory by holdBody: data, then err,
+// or, if err is nil, the rest of body.
+type heldBody struct {
+	data []byte
+	err  error
+	body io.ReadCloser
+}
+
+func (b *heldBody) Read(p []byte) (int, error) {
+	if len(b.data) > 0 {
+		n := copy(p, b.data)
+		b.data = b.data[n:]
+		return n, nil
+	}
+	if b.err != nil {
+		return 0, b.err
+	}
+	return b.body.Read(p)
+}
+
+func (b *heldBody) Close() error { return b.body.Close() }
+
 // refuse answers 429 with the headers of d.
 func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, d ratelimit.Decision) {
 	secs := max(ceilSeconds(d.RetryAfter), 1)
 	h := w.Header()
-	h[hdrPolicy] = m.currentPolicy().value
-	h[hdrRateLimit] = []string{m.rateLimit(d.Remaining, secs)}
-	h[hdrRetryAfter] = []string{strconv.FormatInt(secs, 10)}
+	f := new([4]string) // one allocation for the four fields' slices
+	m.putFields(h, (*[2]string)(f[:2]), m.currentPolicy().value, m.rateLimit(d.Remaining, secs))
+	f[2] = strconv.FormatInt(secs, 10)
+	h[hdrRetryAfter] = f[2:3:3]
 	if m.onRefused != nil {
 		m.onRefused.ServeHTTP(w, r)
 		return
 	}
-	h[hdrContentType] = problemJSON
+	f[3] = problemJSON
+	h[hdrContentType] = f[3:4:4]
 	w.WriteHeader(http.StatusTooManyRequests)
 	w.Write(m.refusedBody)
 }
@@ -512,13 +665,98 @@ func (m *Middleware) refuse(w http.ResponseWriter, r *http.Request, d ratelimit.
 func (m *Middleware) tooLarge(w http.ResponseWriter, cost float64) {
 	p := m.currentPolicy()
 	h := w.Header()
-	h[hdrPolicy] = p.value
-	h[hdrContentType] = problemJSON
+	f := new([3]string)
+	m.putFields(h, (*[2]string)(f[:2]), p.value, "")
+	f[2] = problemJSON
+	h[hdrContentType] = f[2:3:3]
 	w.WriteHeader(http.StatusRequestEntityTooLarge)
 	w.Write(problem(http.StatusRequestEntityTooLarge, quotaExceeded, "Quota Exceeded",
 		"The request costs "+strconv.FormatFloat(cost, 'g', -1, 64)+" units, more than the "+
 			strconv.Quote(m.name)+" policy's quota of "+strconv.FormatFloat(p.maxRate, 'g', -1, 64)+
 			": it can never be admitted.", m.name))
+}
+
+// putFields sets this Middleware's items in the RateLimit-Policy and
+// RateLimit fields of h: policy, and rl unless it is "". f holds the
+// values, made for this response: each field gets a slice of its own, of
+// capacity one, so that a handler that writes to it, or appends to it,
+// changes no other response, and the two cost one allocation.
+//
+// If a Middleware that the request went through before this one set
+// either field, putFields adds the items to those fields instead, in one
+// line, in place of any item of the same policy name (see withItem): the
+// draft lists every policy that applies in one field, and a client heeds
+// the one with the least remaining. A header map without either field,
+// the common case, costs a look at its length, or two lookups.
+func (m *Middleware) putFields(h http.Header, f *[2]string, policy, rl string) {
+	if len(h) > 0 && len(h[hdrPolicy])+len(h[hdrRateLimit]) > 0 {
+		policy = withItem(h[hdrPolicy], m.sfName, policy)
+		rl = withItem(h[hdrRateLimit], m.sfName, rl)
+		if rl == "" {
+			delete(h, hdrRateLimit)
+		}
+	}
+	f[0] = policy
+	h[hdrPolicy] = f[0:1:1]
+	if rl != "" {
+		f[1] = rl
+		h[hdrRateLimit] = f[1:2:2]
+	}
+}
+
+// withItem returns the List that the field lines hold, with item added
+// last (unless it is "") and every member whose value is the String name
+// (an sfString) taken out, as one line: members joined by ", ". It never
+// writes to lines. A member is found by its bytes, since a String has one
+// serialisation. A comma within a String does not end a member (an Inner
+// List has no comma outside its Strings), and a member that is not valid
+// is kept as it is.
+func withItem(lines []string, name, item string) string {
+	var b []byte
+	for _, line := range lines {
+		for line != "" {
+			var member string
+			member, line = nextMember(line)
+			member = trimOWS(member)
+			if member == "" || isItemOf(member, name) {
+				continue
+			}
+			if len(b) > 0 {
+				b = append(b, ", "...)
+			}
+			b = append(b, member...)
+		}
+	}
+	if item != "" {
+		if len(b) > 0 {
+			b = append(b, ", "...)
+		}
+		b = append(b, item...)
+	}
+	return string(b)
+}
+
+// nextMember splits s at the first comma outside a String, which ends a
+// List member. It returns s and "" if there is none.
+func nextMember(s string) (member, rest string) {
+	inString := false
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case inString && c == '\\':
+			i++ // an escaped character, which ends no String
+		case c == '"':
+			inString = !inString
+		case c == ',' && !inString:
+			return s[:i], s[i+1:]
+		}
+	}
+	return s, ""
+}
+
+// isItemOf reports whether the List member m is an Item whose value is the
+// String name, given as an sfString: name, then parameters or nothing.
+func isItemOf(m, name string) bool {
+	return strings.HasPrefix(m, name) && (len(m) == len(name) || m[len(name)] == ';')
 }
 
 // rateLimit returns the RateLimit value for remaining units and t seconds.
@@ -546,7 +784,7 @@ func (m *Middleware) currentPolicy() *policyField {
 	}
 	b = append(b, ";w="...)
 	b = strconv.AppendInt(b, min(max(ceilSeconds(w), 1), maxSFInt), 10)
-	p := &policyField{maxRate: q, period: w, value: []string{string(b)}}
+	p := &policyField{maxRate: q, period: w, value: string(b)}
 	m.policy.Store(p)
 	return p
 }
@@ -630,7 +868,7 @@ var (
 
 // defaultKeyError is the key error handler unless WithKeyErrorHandler.
 func defaultKeyError(w http.ResponseWriter, _ *http.Request, _ error) {
-	w.Header()[hdrContentType] = problemJSON
+	w.Header()[hdrContentType] = []string{problemJSON}
 	w.WriteHeader(http.StatusBadRequest)
 	w.Write(badRequestBody)
 }
@@ -639,7 +877,7 @@ func defaultKeyError(w http.ResponseWriter, _ *http.Request, _ error) {
 // WithLimitErrorHandler.
 func defaultLimitError(w http.ResponseWriter, r *http.Request, err error) {
 	log.Printf("throttle: Middleware: %s %q: %v", r.Method, r.URL.Path, err)
-	w.Header()[hdrContentType] = problemJSON
+	w.Header()[hdrContentType] = []string{problemJSON}
 	if errors.Is(err, ratelimit.ErrInvalidAmount) {
 		w.WriteHeader(http.StatusInternalServerError)
 		w.Write(internalBody)

@@ -15,6 +15,7 @@ import (
 	"net/http/httptest"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -472,7 +473,8 @@ func (w *nopWriter) WriteHeader(code int)        { w.code = code }
 // TestMiddlewareMillionKeys sends a million requests from distinct
 // addresses of 10.0.0.0/8 to a Keyed capped at 1,000 keys: the first
 // thousand are admitted, the others refused with a Retry-After of a
-// Period, and neither the Keyed nor the heap grows with them.
+// Period and a sixteenth (60 s and 3.75 s, rounded up), and neither the
+// Keyed nor the heap grows with them.
 func TestMiddlewareMillionKeys(t *testing.T) {
 	n := 1_000_000
 	if testing.Short() || raceEnabled {
@@ -503,8 +505,8 @@ func TestMiddlewareMillionKeys(t *testing.T) {
 			admitted++
 		case http.StatusTooManyRequests:
 			refused++
-			if ra := w.h.Get("Retry-After"); ra != "60" {
-				t.Fatalf("key %d refused at the cap with Retry-After %q, want 60", i, ra)
+			if ra := w.h.Get("Retry-After"); ra != "64" {
+				t.Fatalf("key %d refused at the cap with Retry-After %q, want 64", i, ra)
 			}
 		default:
 			t.Fatalf("status %d", w.code)
@@ -1017,6 +1019,224 @@ func TestMiddlewareWaitOutcomes(t *testing.T) {
 	if rec.Code != 429 || rec.Header().Get("Retry-After") != "2" {
 		t.Errorf("status %d, Retry-After %q; want 429, 2", rec.Code, rec.Header().Get("Retry-After"))
 	}
+}
+
+// TestMiddlewareAddsToFields checks how a Middleware adds its items to
+// RateLimit-Policy and RateLimit fields that an earlier Middleware (or
+// any handler before it) set: after theirs, in one line, in place of any
+// item of its own policy name, without splitting a member at a comma
+// within a String or an Inner List, and keeping a member it cannot parse.
+// An item of its name is taken out of RateLimit even when it has no
+// RateLimit item to put there (its Limit failed to report the state
+// after a wait).
+func TestMiddlewareAddsToFields(t *testing.T) {
+	const (
+		ourPolicy = `"default";q=10;w=60`
+		ourRL     = `"default";r=10;t=0`
+	)
+	tests := []struct {
+		name               string
+		policy, rl         []string // the fields before; nil for none
+		wantPolicy, wantRL []string
+	}{
+		{"none", nil, nil, []string{ourPolicy}, []string{ourRL}},
+		{"another policy", []string{`"a";q=1;w=1`}, []string{`"a";r=0;t=1`},
+			[]string{`"a";q=1;w=1, ` + ourPolicy}, []string{`"a";r=0;t=1, ` + ourRL}},
+		{"the same name", []string{`"default";q=5;w=5, "a";q=1;w=1`}, []string{`"default";r=5;t=5,"a";r=0;t=1`},
+			[]string{`"a";q=1;w=1, ` + ourPolicy}, []string{`"a";r=0;t=1, ` + ourRL}},
+		{"two lines", []string{`"a";q=1;w=1`, ` "default";q=5;w=5 ,	"b";q=2;w=2`}, nil,
+			[]string{`"a";q=1;w=1, "b";q=2;w=2, ` + ourPolicy}, []string{ourRL}},
+		{"commas and quotes in names", []string{`"x,\"default\"";q=1;w=1, "default\\";q=2;w=2`}, nil,
+			[]string{`"x,\"default\"";q=1;w=1, "default\\";q=2;w=2, ` + ourPolicy}, []string{ourRL}},
+		{"escapes before the end of a name", []string{`"x\\\"";q=1, "default";q=2`}, nil,
+			[]string{`"x\\\"";q=1, ` + ourPolicy}, []string{ourRL}},
+		{"a longer name", []string{`"default2";q=1;w=1, "defaults"`}, nil,
+			[]string{`"default2";q=1;w=1, "defaults", ` + ourPolicy}, []string{ourRL}},
+		{"a name and more", []string{`"default"x;q=1`}, nil,
+			[]string{`"default"x;q=1, ` + ourPolicy}, []string{ourRL}},
+		{"inner list", []string{`("default" "a");q=1, "default";q=3`}, nil,
+			[]string{`("default" "a");q=1, ` + ourPolicy}, []string{ourRL}},
+		{"empty members", []string{``, `,, "a";q=1;w=1,`}, nil,
+			[]string{`"a";q=1;w=1, ` + ourPolicy}, []string{ourRL}},
+		{"RateLimit alone", nil, []string{`"a";r=1;t=1`},
+			[]string{ourPolicy}, []string{`"a";r=1;t=1, ` + ourRL}},
+		{"unterminated String", []string{`"a;q=1, "default";q=2`}, nil,
+			[]string{`"a;q=1, "default";q=2, ` + ourPolicy}, []string{ourRL}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mw := throttle.NewMiddleware(&recordingLimit{}).Handler(okHandler)
+			rec := httptest.NewRecorder()
+			before := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				h := w.Header()
+				if tt.policy != nil {
+					h["Ratelimit-Policy"] = tt.policy
+				}
+				if tt.rl != nil {
+					h["Ratelimit"] = tt.rl
+				}
+				mw.ServeHTTP(w, r)
+			})
+			policy, rl := slices.Clone(tt.policy), slices.Clone(tt.rl)
+			before.ServeHTTP(rec, httptest.NewRequest("GET", "/", nil))
+			if got := rec.Header().Values("RateLimit-Policy"); !equal(got, tt.wantPolicy) {
+				t.Errorf("RateLimit-Policy %q, want %q", got, tt.wantPolicy)
+			}
+			if got := rec.Header().Values("RateLimit"); !equal(got, tt.wantRL) {
+				t.Errorf("RateLimit %q, want %q", got, tt.wantRL)
+			}
+			if !equal(policy, tt.policy) || !equal(rl, tt.rl) {
+				t.Errorf("the fields before were written to: %q, %q", tt.policy, tt.rl)
+			}
+		})
+	}
+
+	// Admitted after a wait, with no state to report.
+	lim := &recordingLimit{decide: func(_ string, cost float64) ratelimit.Decision {
+		if cost == 0 {
+			return ratelimit.Decision{Err: errors.New("redis down")}
+		}
+		return ratelimit.Decision{RetryAfter: time.Second}
+	}}
+	mw := throttle.NewMiddleware(lim, throttle.WithMaxWait(2*time.Second)).Handler(okHandler)
+	for _, tt := range []struct{ rl, want []string }{
+		{[]string{`"default";r=5;t=5, "a";r=1;t=1`}, []string{`"a";r=1;t=1`}},
+		{[]string{`"default";r=5;t=5`}, nil},
+	} {
+		w := &nopWriter{h: http.Header{"Ratelimit": tt.rl}}
+		mw.ServeHTTP(w, httptest.NewRequest("GET", "/", nil))
+		if got := w.h.Values("RateLimit"); w.code != 0 || !equal(got, tt.want) ||
+			!equal(w.h.Values("RateLimit-Policy"), []string{`"default";q=10;w=60`}) {
+			t.Errorf("after RateLimit %q: RateLimit %q, RateLimit-Policy %q; want %q",
+				tt.rl, got, w.h.Values("RateLimit-Policy"), tt.want)
+		}
+	}
+}
+
+// TestMiddlewareMaxWaitHoldsBody checks, with a scripted Limit, which
+// requests have their body read before they wait (see WithMaxWait), and
+// that the handler reads what the body held either way: the bytes, then
+// the end or the error the body came to, or the rest of a body longer than
+// its Content-Length. A request that does not wait is not touched. The
+// body's client takes a second to send it, in a synctest bubble: the wait
+// of MaxWait starts once it has.
+func TestMiddlewareMaxWaitHoldsBody(t *testing.T) {
+	errBroken := errors.New("connection broke")
+	const limit = 64 << 10
+	tests := []struct {
+		name    string
+		body    string
+		length  int64 // the declared Content-Length
+		failAt  int   // the body fails with errBroken after failAt bytes; -1 never
+		expect  bool  // an Expect: 100-continue header
+		http2   bool
+		wait    bool  // whether Allow asks the request to wait
+		readAt  int   // the bytes read from the body when Acquire is called
+		wantErr error // what the handler's read ends with
+	}{
+		{"small", "hello", 5, -1, false, false, true, 5, nil},
+		{"64 KiB", strings.Repeat("x", limit), limit, -1, false, false, true, limit, nil},
+		{"over 64 KiB", strings.Repeat("x", limit+1), limit + 1, -1, false, false, true, 0, nil},
+		{"Expect", "hello", 5, -1, true, false, true, 0, nil},
+		{"HTTP/2", "hello", 5, -1, false, true, true, 0, nil},
+		{"unknown length", "hello", -1, -1, false, false, true, 0, nil},
+		{"longer than declared", "0123456789", 4, -1, false, false, true, 5, nil},
+		{"broken", "abcdefgh", 8, 3, false, false, true, 3, errBroken},
+		{"not waiting", "hello", 5, -1, false, false, false, 0, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				body := &countingBody{r: strings.NewReader(tt.body), failAt: tt.failAt, err: errBroken, delay: time.Second}
+				readAt := -1
+				lim := &recordingLimit{
+					decide: func(_ string, cost float64) ratelimit.Decision {
+						if cost == 0 || !tt.wait {
+							return ratelimit.Decision{OK: true, Remaining: 1}
+						}
+						return ratelimit.Decision{RetryAfter: time.Second}
+					},
+					acquire: func(ctx context.Context, _ string, _ float64) error {
+						readAt = body.n
+						if d, _ := ctx.Deadline(); time.Until(d) != 2*time.Second {
+							t.Errorf("Acquire called with %v left of a MaxWait of 2s", time.Until(d))
+						}
+						return nil
+					},
+				}
+				var got []byte
+				var gotErr error
+				var handlerSaw int
+				h := throttle.NewMiddleware(lim, throttle.WithMaxWait(2*time.Second)).
+					Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+						handlerSaw = body.n
+						got, gotErr = io.ReadAll(r.Body)
+						r.Body.Close()
+					}))
+				req := httptest.NewRequest("POST", "/", nil)
+				req.Body, req.ContentLength = body, tt.length
+				if tt.expect {
+					req.Header.Set("Expect", "100-continue")
+				}
+				if tt.http2 {
+					req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/2.0", 2, 0
+				}
+				rec := httptest.NewRecorder()
+				h.ServeHTTP(rec, req)
+				if rec.Code != http.StatusOK {
+					t.Fatalf("status %d", rec.Code)
+				}
+				if tt.wait && readAt != tt.readAt {
+					t.Errorf("%d bytes read when the request waits, want %d", readAt, tt.readAt)
+				}
+				if !tt.wait && handlerSaw != 0 {
+					t.Errorf("%d bytes read before a request that did not wait reached the handler", handlerSaw)
+				}
+				want := tt.body
+				if tt.failAt >= 0 {
+					want = tt.body[:tt.failAt]
+				}
+				if string(got) != want || gotErr != tt.wantErr {
+					t.Errorf("the handler read %.40q (%d bytes) and %v; want %.40q (%d bytes) and %v",
+						got, len(got), gotErr, want, len(want), tt.wantErr)
+				}
+				if !body.closed {
+					t.Errorf("closing the handler's body did not close the request's")
+				}
+			})
+		})
+	}
+}
+
+// countingBody is a request body that counts the bytes read from it, and
+// fails with err after failAt bytes, unless failAt is -1. Its first Read
+// sleeps for delay.
+type countingBody struct {
+	r      io.Reader
+	n      int
+	failAt int
+	err    error
+	delay  time.Duration
+	closed bool
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	time.Sleep(b.delay)
+	b.delay = 0
+	if b.failAt >= 0 {
+		if b.n >= b.failAt {
+			return 0, b.err
+		}
+		p = p[:min(len(p), b.failAt-b.n)]
+	}
+	n, err := b.r.Read(p)
+	b.n += n
+	return n, err
+}
+
+func (b *countingBody) Close() error {
+	b.closed = true
+	return nil
 }
 
 // BenchmarkMiddleware measures a request through the Middleware and

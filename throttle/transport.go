@@ -248,7 +248,8 @@ func WithMaxPause(d time.Duration) TransportOption {
 //	RateLimit-Policy: "burst";q=100;w=60,"hourly";q=1000;w=3600
 //
 // sets SetRate(100, 6*time.Minute): bursts of at most 100, and 1000 an hour
-// on average.
+// on average. The period is rounded up to the nanosecond: the rate set is
+// never above the cap's or any policy's.
 //
 // The Transport adopts a policy only if its quota is at least 1, it counts
 // requests (no qu, or qu="requests"), and its window is at most a year and
@@ -259,6 +260,11 @@ func WithMaxPause(d time.Duration) TransportOption {
 // that other code set meanwhile. The cap keeps a server, or whatever sits
 // between it and the client, from making the client send as fast as it
 // says: a policy of many times the cap's rate sets the cap's rate.
+// Nothing bounds the rate from below: a server can advertise a policy as
+// slow as q=1;w=31622400, one request a year, and the Transport follows
+// it, so that requests wait a year or more for the limiter, or fail when
+// their contexts end. Use AdoptPolicy only with servers you trust, reached
+// through proxies you trust.
 //
 // NewTransport panics if the limiter is not a RateSetter, and with
 // [PerHost]: one host's policy would set the rate of every host's bucket.

@@ -160,7 +160,8 @@ func TestTransportQuotaHeaders(t *testing.T) {
 		{"requests signed", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "+1s"), 0, 0},
 		{"requests no unit", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "1.5"), 0, 0},
 		{"requests garbage", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "soon"), 0, 0},
-		{"requests overflow", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "99999999999h"), 0, 0},
+		{"requests too long for a Duration", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "99999999999h"), 0, hour},
+		{"requests too long and malformed", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "99999999999hx"), 0, 0},
 		{"requests long", 200, h("x-ratelimit-remaining-requests", "0", "x-ratelimit-reset-requests", "2000000h"), 0, hour},
 		{"tokens alone", 200, h("x-ratelimit-remaining-tokens", "0", "x-ratelimit-reset-tokens", "1s"), 0, 0},
 
@@ -739,6 +740,24 @@ func BenchmarkTransportHeaders(b *testing.B) {
 			}
 		})
 	}
+	// Responses that bring a policy other than the last, each time: each
+	// is parsed and adopted (the limiter's SetRate costs nothing here).
+	b.Run("AdoptPolicy changing policy", func(b *testing.B) {
+		var resps [2]*http.Response
+		for i, p := range []string{`"burst";q=100;w=60,"hourly";q=1000;w=3600`, `"default";q=50;w=1`} {
+			resps[i] = &http.Response{StatusCode: 200, Header: common("RateLimit-Policy", p), Body: http.NoBody}
+		}
+		n := 0
+		base := roundTripFunc(func(*http.Request) (*http.Response, error) { n++; return resps[n%2], nil })
+		tr := throttle.NewTransport(throttle.New[*http.Request](benchLimiter{}), base, throttle.AdoptPolicy(1000, time.Second))
+		req := httptest.NewRequest("GET", "http://example.com/", nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := tr.RoundTrip(req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	// Responses that repeat the policy adopted, from goroutines on every
 	// core: the comparison they cost is lock-free.
 	b.Run("AdoptPolicy same policy parallel", func(b *testing.B) {
