@@ -8,12 +8,12 @@ import (
 	"io"
 	"log"
 	"net/http"
-	"reflect"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/dripgo/drip/internal/usable"
 	"github.com/dripgo/drip/ratelimit"
 )
 
@@ -66,7 +66,7 @@ func PerKey(k *ratelimit.Keyed[string]) Limit {
 	if k == nil {
 		panic("throttle: PerKey: nil Keyed")
 	}
-	checkLimiter("PerKey", k, true)
+	usable.Check("throttle: PerKey", k, true)
 	return perKey{k}
 }
 
@@ -94,7 +94,7 @@ func Global(l GlobalLimiter) Limit {
 	if l == nil {
 		panic("throttle: Global: nil GlobalLimiter")
 	}
-	checkLimiter("Global", l, true)
+	usable.Check("throttle: Global", l, true)
 	return global{l}
 }
 
@@ -110,44 +110,6 @@ func (g global) Acquire(ctx context.Context, _ string, cost float64) error {
 
 func (g global) MaxRate() float64      { return g.l.MaxRate() }
 func (g global) Period() time.Duration { return g.l.Period() }
-
-// checkLimiter panics, in a message that starts with the name of fn, the
-// function that was given l, unless l can answer: it is not a nil pointer
-// (or other nil of a type with methods), its MaxRate and Period do not
-// panic, and, if rates, they are above 0. A zero ratelimit.Limiter or
-// Keyed, which no constructor made, panics when MaxRate reads its missing
-// rate; a zero Window reports 0 and 0, then panics on the first request.
-// Either way the mistake is named when the server is built, not on every
-// request. NewMiddleware does not check the values (rates false): the
-// Middleware answers whatever rate a Limit reports (see
-// TestHTTPAttackWeirdLimit), and a Limit's rate may change at run time.
-func checkLimiter(fn string, l interface {
-	MaxRate() float64
-	Period() time.Duration
-}, rates bool) {
-	switch v := reflect.ValueOf(l); v.Kind() {
-	case reflect.Pointer, reflect.Func, reflect.Map, reflect.Chan, reflect.Slice, reflect.UnsafePointer:
-		if v.IsNil() {
-			panic(fmt.Sprintf("throttle: %s: nil %T", fn, l))
-		}
-	}
-	q, w, failure := readRate(l)
-	if failure != nil {
-		panic(fmt.Sprintf("throttle: %s: %T's MaxRate or Period panics (not made by its constructor?): %v", fn, l, failure))
-	}
-	if rates && (!(q > 0) || w <= 0) {
-		panic(fmt.Sprintf("throttle: %s: %T has MaxRate %v and Period %v; both must be > 0 (not made by its constructor?)", fn, l, q, w))
-	}
-}
-
-// readRate returns l's MaxRate and Period, or what they panicked with.
-func readRate(l interface {
-	MaxRate() float64
-	Period() time.Duration
-}) (q float64, w time.Duration, failure any) {
-	defer func() { failure = recover() }()
-	return l.MaxRate(), l.Period(), nil
-}
 
 // A Middleware rate-limits the requests to an [http.Handler]: each request
 // takes its cost (one unit, unless [WithRequestCost] says otherwise) from
@@ -319,7 +281,9 @@ func NewMiddleware(limit Limit, opts ...MiddlewareOption) *Middleware {
 	if limit == nil {
 		panic("throttle: NewMiddleware: nil Limit")
 	}
-	checkLimiter("NewMiddleware", limit, false)
+	// The rate is not checked: the Middleware answers whatever rate a
+	// Limit reports (TestHTTPAttackWeirdLimit), which may change.
+	usable.Check("throttle: NewMiddleware", limit, false)
 	m := &Middleware{limit: limit, name: "default", maxKeyLen: 256, ipOpts: ipKeys{v6Bits: 64}}
 	for _, opt := range opts {
 		if opt != nil {
