@@ -43,6 +43,13 @@ func ForEach[T any](ctx context.Context, lim ratelimit.Acquirer, seq iter.Seq[T]
 			if more = p.takeItem(); !more {
 				break
 			}
+			if p.skipped.Load() > 0 {
+				// A task was skipped: its deadline was out of reach, so no
+				// later item's is nearer (TestPoolForEachStopsPastDeadline).
+				p.release()
+				more = false
+				break
+			}
 		}
 	}
 	pulled = true

@@ -4,13 +4,13 @@ import (
 	"cmp"
 	"context"
 	"errors"
-	"math"
 	"slices"
 	"sync"
 	"sync/atomic"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/dripgo/drip/internal/usable"
 	"github.com/dripgo/drip/ratelimit"
 )
 
@@ -92,14 +92,10 @@ type taskError struct {
 
 // New returns a pool whose tasks take their weight from lim, and the context
 // they receive, on an errgroup.Group from errgroup.WithContext(ctx) with
-// SetLimit(workers). It panics if lim is nil, rather than run unlimited.
+// SetLimit(workers). It panics if lim is nil or a nil pointer, or was not
+// made by its constructor (a zero ratelimit.Limiter or Window), naming it.
 func New(ctx context.Context, lim ratelimit.Acquirer, opts ...Option) (*Pool, context.Context) {
-	if lim == nil {
-		panic("pool: New: nil limiter")
-	}
-	if l, ok := lim.(*ratelimit.Limiter); ok && l == nil {
-		panic("pool: New: nil *ratelimit.Limiter")
-	}
+	usable.Check("pool: New", lim, true)
 	cfg := newConfig(opts)
 	g, gctx := errgroup.WithContext(ctx)
 	g.SetLimit(cfg.workers)
@@ -113,10 +109,6 @@ func New(ctx context.Context, lim ratelimit.Acquirer, opts ...Option) (*Pool, co
 		done:       ctx.Done(),
 		cancel:     cancel,
 		submitting: newSubmitLock(),
-		// One ticket more than the workers: the one a submitter holds
-		// while g.Go waits for a worker (without overflowing for
-		// Workers(math.MaxInt)).
-		turns: newTurnstile(min(cfg.workers, math.MaxInt-1) + 1),
 	}
 	p.try, _ = lim.(tryAcquirer)
 	return p, ctx
@@ -180,7 +172,18 @@ func (p *Pool) submit(weight float64, f func(context.Context) error, block bool,
 	}
 	p.submitted.Add(1)
 	if holding {
-		if !p.isDone() && p.admit(weight) {
+		exited := true
+		defer func() {
+			if exited {
+				// TryAcquire called runtime.Goexit, which ends the
+				// submitter's goroutine: the task's own goroutine asks the
+				// limiter instead (TestPoolLimiterGoexit).
+				p.turns.release(t)
+			}
+		}()
+		admitted := !p.isDone() && p.admit(weight)
+		exited = false
+		if admitted {
 			p.admitted.Add(1)
 			p.turns.passHeld(t)
 		} else {

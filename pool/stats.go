@@ -20,7 +20,9 @@ func (p *Pool) Stats() Stats {
 	failed := p.failed.Load()
 	admitted := p.admitted.Load()
 	skipped := p.skipped.Load()
-	submitted := p.submitted.Load()
+	// A task's goroutine may count it admitted, even done, before its
+	// submitter counts it submitted (TestPoolStatsTaskBeforeSubmitted).
+	submitted := max(p.submitted.Load(), admitted+skipped)
 	return Stats{
 		Submitted: int(submitted),
 		Waiting:   int(submitted - admitted - skipped),

@@ -7,8 +7,12 @@ import (
 )
 
 // errGoexit is the error of a task that called runtime.Goexit, as
-// testing.T.FailNow does.
-var errGoexit = errors.New("pool: task called runtime.Goexit")
+// testing.T.FailNow does; errLimiterGoexit that of a task whose limiter
+// did.
+var (
+	errGoexit        = errors.New("pool: task called runtime.Goexit")
+	errLimiterGoexit = errors.New("pool: the limiter called runtime.Goexit")
+)
 
 // start is the task with ticket t, as errgroup runs it on its worker: once
 // the ticket is due, it runs f if its submitter admitted it, and otherwise
@@ -27,7 +31,20 @@ func (p *Pool) start(t uint64, weight float64, f func(context.Context) error) er
 // to hand errgroup.
 func (p *Pool) queued(t uint64, weight float64, f func(context.Context) error) error {
 	id := int64(t)
+	exited := true
+	defer func() {
+		if exited {
+			// The limiter called runtime.Goexit, which ends this goroutine:
+			// the task fails, stopping the pool, and the turn moves on
+			// (TestPoolLimiterGoexit).
+			p.admitted.Add(1)
+			p.finish(id, errLimiterGoexit)
+			p.turns.pass(t)
+			p.release()
+		}
+	}()
 	panicked, err := p.acquire(weight)
+	exited = false
 	if err == nil && !panicked {
 		p.turns.pass(t)
 		p.admitted.Add(1)

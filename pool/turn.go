@@ -8,13 +8,14 @@ import (
 // turnstile puts the tasks that reach the limiter in submission order: their
 // goroutines start in no particular order, and a limiter can only be fair to
 // the order it is called in (TestStartOrder; TestDripSchedule counts the
-// callers in the limiter).
+// callers in the limiter; TestTurnstileOrder and TestTurnstileManyParked
+// test the turnstile alone).
 //
 // Each task takes a ticket when it is submitted, just before errgroup gives
 // it a worker. The holder of the ticket whose turn has come calls the
 // limiter and then passes the turn. Tickets are held by tasks holding a
 // worker and by the one submitter that may be waiting for a worker, so at
-// most workers+1 are outstanding.
+// most workers+1 goroutines wait for a turn.
 //
 // A submitter may hold the turn of the ticket it has just taken (hold),
 // when no ticket before it is outstanding, while it asks the limiter for
@@ -22,48 +23,28 @@ import (
 // before that, waits until the submitter lets go: with passHeld if the
 // limiter admitted the task, so that the goroutine finds its turn passed
 // and runs the task; or with release, so that the goroutine takes the turn
-// and calls the limiter itself.
+// and calls the limiter itself (TestTurnstileHold).
 //
-// The turn is an atomic word, so that a task that never waits costs a few
-// atomic operations, not locks (BenchmarkTurns, pattern=held, against
-// mutexTurns). A goroutine that must wait parks in a slot of a ring,
-// indexed by ticket; BenchmarkTurns (pattern=queued) finds that no faster
-// than mutexTurns' map. The ring is made up front and a pool may have far
-// more workers than tasks (up to math.MaxInt), so it has at most maxRing
-// slots; a waiter that finds its slot taken by another ticket parks in the
-// overflow map, which grows only with the goroutines parked there.
+// The turn is an atomic word, and a count of the goroutines parked lets
+// whoever passes the turn skip the mutex when there are none, so that a
+// task that never waits costs a few atomic operations, not locks
+// (BenchmarkTurns, pattern=held, against mutexTurns, a mutex around the
+// turn). A goroutine that must wait parks in a map under a mutex, as in
+// mutexTurns: nothing cleverer is faster there (pattern=queued).
 type turnstile struct {
 	issued atomic.Uint64 // tickets handed out
 	served atomic.Uint64 // the ticket whose turn it is, with held while a submitter holds it
-	ring   []atomic.Pointer[turnWaiter]
 
-	// overflow holds, by ticket, the parked waiters whose slot was taken;
-	// spilled counts them, so that the wakers take mu only when there are
-	// any.
-	mu       sync.Mutex
-	overflow map[uint64]*turnWaiter
-	spilled  atomic.Int64
+	// parked holds, by ticket, the channels of the goroutines waiting for
+	// their turn; nparked counts them.
+	mu      sync.Mutex
+	parked  map[uint64]chan struct{}
+	nparked atomic.Int64
 }
 
 // held marks served while a submitter holds the turn of the ticket it
 // stores.
 const held = 1 << 63
-
-// maxRing is the most slots a turnstile's ring has: 8 KiB of pointers,
-// made when the pool is.
-const maxRing = 1024
-
-// A turnWaiter is a goroutine parked until its ticket is due.
-type turnWaiter struct {
-	ticket uint64
-	ch     chan struct{}
-}
-
-// newTurnstile returns a turnstile for at most n outstanding tickets (n >=
-// 1). Its ring has min(n, maxRing) slots.
-func newTurnstile(n int) turnstile {
-	return turnstile{ring: make([]atomic.Pointer[turnWaiter], min(n, maxRing))}
-}
 
 // take hands out the next ticket. Callers take tickets one at a time, and
 // each must then get a worker or give the ticket back with untake.
@@ -91,62 +72,49 @@ func (ts *turnstile) passed(t uint64) bool { return ts.served.Load()&^held > t }
 
 // due reports whether the goroutine of ticket t may go on: its turn has
 // come and no one holds it, or its turn has gone (its submitter passed it).
+// Once true, it stays true.
 func (ts *turnstile) due(t uint64) bool {
 	s := ts.served.Load()
 	return s == t || s&^held > t
 }
 
-// wait blocks until ticket t is due.
+// wait blocks until ticket t is due. One goroutine at a time may wait for
+// a ticket.
 //
-// A parked waiter publishes itself before it rereads served, and a waker
-// stores served before it looks for a waiter: with Go's sequentially
+// A waiter counts itself parked before it rereads served, and a waker
+// stores served before it reads the count: with Go's sequentially
 // consistent atomics, at least one of them sees the other's write, so no
-// wake-up is lost. A slot holds nothing but a parked waiter, which leaves
-// it when woken, so a slot found taken holds another ticket's waiter.
+// wake-up is lost. Whichever of the two takes the waiter out of the map
+// decides: the waiter returns, or the waker wakes it.
 func (ts *turnstile) wait(t uint64) {
 	if ts.due(t) {
 		return
 	}
-	slot := &ts.ring[t%uint64(len(ts.ring))]
-	w := &turnWaiter{ticket: t, ch: make(chan struct{}, 1)}
-	if !slot.CompareAndSwap(nil, w) {
-		ts.waitSpilled(w)
-		return
-	}
-	if ts.due(t) && slot.CompareAndSwap(w, nil) {
-		return
-	}
-	<-w.ch
-}
-
-// waitSpilled is wait for a waiter whose slot is taken: it parks in the
-// overflow map, on the same terms as in a slot, with mu in place of the
-// compare-and-swap.
-func (ts *turnstile) waitSpilled(w *turnWaiter) {
+	ch := make(chan struct{})
 	ts.mu.Lock()
-	if ts.overflow == nil {
-		ts.overflow = make(map[uint64]*turnWaiter)
+	if ts.parked == nil {
+		ts.parked = make(map[uint64]chan struct{})
 	}
-	ts.overflow[w.ticket] = w
-	ts.spilled.Add(1)
+	ts.parked[t] = ch
+	ts.nparked.Add(1)
 	ts.mu.Unlock()
-	if ts.due(w.ticket) && ts.unspill(w.ticket) != nil {
+	if ts.due(t) && ts.unpark(t) != nil {
 		return
 	}
-	<-w.ch
+	<-ch
 }
 
-// unspill removes and returns the waiter parked in the overflow map for
-// ticket t, or nil if there is none.
-func (ts *turnstile) unspill(t uint64) *turnWaiter {
+// unpark takes the goroutine waiting for ticket t out of the map and
+// returns its channel, or nil if it is not there.
+func (ts *turnstile) unpark(t uint64) chan struct{} {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
-	w := ts.overflow[t]
-	if w != nil {
-		delete(ts.overflow, t)
-		ts.spilled.Add(-1)
+	ch := ts.parked[t]
+	if ch != nil {
+		delete(ts.parked, t)
+		ts.nparked.Add(-1)
 	}
-	return w
+	return ch
 }
 
 // pass ends ticket t's turn and wakes the holder of the next ticket if it
@@ -161,19 +129,13 @@ func (ts *turnstile) passHeld(t uint64) { ts.advance(t+1, t) }
 // is parked: the turn is now its own.
 func (ts *turnstile) release(t uint64) { ts.advance(t, t) }
 
-// advance stores served and wakes the waiter for ticket wake, if it is
-// parked. A waiter found in wake's slot with another ticket (one that
-// shares the slot) is left alone.
+// advance stores served and wakes the goroutine of ticket wake, if it is
+// parked.
 func (ts *turnstile) advance(served, wake uint64) {
 	ts.served.Store(served)
-	slot := &ts.ring[wake%uint64(len(ts.ring))]
-	if w := slot.Load(); w != nil && w.ticket == wake && slot.CompareAndSwap(w, nil) {
-		w.ch <- struct{}{}
-		return
-	}
-	if ts.spilled.Load() > 0 {
-		if w := ts.unspill(wake); w != nil {
-			w.ch <- struct{}{}
+	if ts.nparked.Load() > 0 {
+		if ch := ts.unpark(wake); ch != nil {
+			close(ch)
 		}
 	}
 }

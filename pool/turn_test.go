@@ -1,7 +1,6 @@
 package pool
 
 import (
-	"math"
 	"math/rand/v2"
 	"runtime"
 	"sync"
@@ -9,14 +8,19 @@ import (
 	"testing/synctest"
 )
 
+// newTurnstile returns an idle turnstile, for the tests that name the most
+// tickets they hold outstanding, n (TestTurnstileHold, BenchmarkTurns). A
+// turnstile needs no size: the zero value serves any number of tickets.
+func newTurnstile(n int) turnstile { return turnstile{} }
+
 // TestTurnstileOrder hands out tickets in order to goroutines that start
 // in a shuffled order, as a pool's goroutines may, each ticket taken before
 // waiting for one of workers slots as the pool does, so that workers+1 are
-// outstanding at most, and checks that their turns come in ticket order.
-// With more workers than the ring has slots, tickets share slots.
+// outstanding at most, and checks that their turns come in ticket order
+// and that no goroutine is left parked.
 func TestTurnstileOrder(t *testing.T) {
-	for _, workers := range []int{1, 2, 3, 8, maxRing + 7} {
-		ts := newTurnstile(workers + 1)
+	for _, workers := range []int{1, 2, 3, 8, 1000} {
+		var ts turnstile
 		sem := make(chan struct{}, workers)
 		var mu sync.Mutex
 		var order []uint64
@@ -46,31 +50,31 @@ func TestTurnstileOrder(t *testing.T) {
 		if !ts.head(n) {
 			t.Errorf("workers %d: turnstile not idle after every ticket was served", workers)
 		}
-		for i := range ts.ring {
-			if ts.ring[i].Load() != nil {
-				t.Errorf("workers %d: slot %d still holds a waiter", workers, i)
-			}
+		if len(ts.parked) != 0 || ts.nparked.Load() != 0 {
+			t.Errorf("workers %d: %d goroutines left parked (count %d)", workers, len(ts.parked), ts.nparked.Load())
 		}
 	}
 }
 
-// TestTurnstileSharedSlots parks more tickets than the ring has slots, so
-// that several share each slot and most park in the overflow map, and
-// checks that their turns come in ticket order and leave no waiter behind.
-// The test holds ticket 0 until every other ticket's goroutine is parked.
-func TestTurnstileSharedSlots(t *testing.T) {
+// TestTurnstileManyParked parks thousands of tickets at once, their
+// goroutines started in a shuffled order, and checks that every one is
+// parked, that their turns come in ticket order, and that none is left
+// behind. The test holds ticket 0 until every other ticket's goroutine is
+// parked.
+func TestTurnstileManyParked(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		const n = 3*maxRing + 5
-		ts := newTurnstile(n)
-		if len(ts.ring) != maxRing {
-			t.Fatalf("a turnstile for %d tickets has %d slots, want %d", n, len(ts.ring), maxRing)
-		}
+		const n = 3077
+		var ts turnstile
 		first := ts.take()
+		tickets := make([]uint64, n-1)
+		for i := range tickets {
+			tickets[i] = ts.take()
+		}
+		rand.Shuffle(len(tickets), func(i, j int) { tickets[i], tickets[j] = tickets[j], tickets[i] })
 		var mu sync.Mutex
 		var order []uint64
 		var wg sync.WaitGroup
-		for range n - 1 {
-			tk := ts.take()
+		for _, tk := range tickets {
 			wg.Go(func() {
 				ts.wait(tk)
 				mu.Lock()
@@ -80,8 +84,8 @@ func TestTurnstileSharedSlots(t *testing.T) {
 			})
 		}
 		synctest.Wait()
-		if got, want := ts.spilled.Load(), int64(n-1-maxRing); got != want {
-			t.Errorf("%d waiters in the overflow map, want %d", got, want)
+		if got := ts.nparked.Load(); got != n-1 {
+			t.Errorf("%d goroutines parked, want %d", got, n-1)
 		}
 		ts.pass(first)
 		wg.Wait()
@@ -96,23 +100,8 @@ func TestTurnstileSharedSlots(t *testing.T) {
 		if !ts.head(n) {
 			t.Error("turnstile not idle after every ticket was served")
 		}
-		for i := range ts.ring {
-			if ts.ring[i].Load() != nil {
-				t.Errorf("slot %d still holds a waiter", i)
-			}
-		}
-		if len(ts.overflow) != 0 || ts.spilled.Load() != 0 {
-			t.Errorf("%d waiters left in the overflow map (count %d)", len(ts.overflow), ts.spilled.Load())
+		if len(ts.parked) != 0 || ts.nparked.Load() != 0 {
+			t.Errorf("%d goroutines left parked (count %d)", len(ts.parked), ts.nparked.Load())
 		}
 	})
-}
-
-// TestTurnstileRingSize checks that a turnstile's ring grows with the
-// tickets it may hold up to maxRing slots, and no further.
-func TestTurnstileRingSize(t *testing.T) {
-	for _, tt := range []struct{ n, want int }{{1, 1}, {9, 9}, {maxRing, maxRing}, {maxRing + 1, maxRing}, {math.MaxInt, maxRing}} {
-		if got := len(newTurnstile(tt.n).ring); got != tt.want {
-			t.Errorf("newTurnstile(%d) has %d slots, want %d", tt.n, got, tt.want)
-		}
-	}
 }
