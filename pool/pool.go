@@ -90,10 +90,9 @@ type taskError struct {
 	err error
 }
 
-// New returns a pool whose tasks take their weight from lim, and the context
-// they receive, on an errgroup.Group from errgroup.WithContext(ctx) with
-// SetLimit(workers). It panics if lim is nil or a nil pointer, or was not
-// made by its constructor (a zero ratelimit.Limiter or Window), naming it.
+// New returns a pool on errgroup.WithContext(ctx) with SetLimit(workers),
+// whose tasks take their weight from lim, and the context they receive. It
+// panics, naming lim, if lim is nil or not made by its constructor.
 func New(ctx context.Context, lim ratelimit.Acquirer, opts ...Option) (*Pool, context.Context) {
 	usable.Check("pool: New", lim, true)
 	cfg := newConfig(opts)

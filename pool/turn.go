@@ -15,7 +15,7 @@ import (
 // it a worker. The holder of the ticket whose turn has come calls the
 // limiter and then passes the turn. Tickets are held by tasks holding a
 // worker and by the one submitter that may be waiting for a worker, so at
-// most workers+1 goroutines wait for a turn.
+// most workers+1 are outstanding.
 //
 // A submitter may hold the turn of the ticket it has just taken (hold),
 // when no ticket before it is outstanding, while it asks the limiter for
@@ -30,7 +30,8 @@ import (
 // task that never waits costs a few atomic operations, not locks
 // (BenchmarkTurns, pattern=held, against mutexTurns, a mutex around the
 // turn). A goroutine that must wait parks in a map under a mutex, as in
-// mutexTurns: nothing cleverer is faster there (pattern=queued).
+// mutexTurns, and costs within a few percent of what it costs there
+// (pattern=queued).
 type turnstile struct {
 	issued atomic.Uint64 // tickets handed out
 	served atomic.Uint64 // the ticket whose turn it is, with held while a submitter holds it

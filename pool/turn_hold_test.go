@@ -12,7 +12,7 @@ import (
 // that its goroutine, parked or not, still goes on.
 func TestTurnstileHold(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ts := newTurnstile(4)
+		var ts turnstile
 		// started waits for ticket tk on a new goroutine, and returns a
 		// channel closed when the wait returns.
 		started := func(tk uint64) chan struct{} {

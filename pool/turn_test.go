@@ -8,11 +8,6 @@ import (
 	"testing/synctest"
 )
 
-// newTurnstile returns an idle turnstile, for the tests that name the most
-// tickets they hold outstanding, n (TestTurnstileHold, BenchmarkTurns). A
-// turnstile needs no size: the zero value serves any number of tickets.
-func newTurnstile(n int) turnstile { return turnstile{} }
-
 // TestTurnstileOrder hands out tickets in order to goroutines that start
 // in a shuffled order, as a pool's goroutines may, each ticket taken before
 // waiting for one of workers slots as the pool does, so that workers+1 are
