@@ -33,6 +33,6 @@
 // Tasks 0 to 3 start at once. Tasks 4 to 7 take the four workers and wait
 // for the limiter, in order. Go for task 8 waits for task 4's worker, at 2 s.
 //
-// [Map] and [ForEach] wrap a pool for the common loops. A task costs about a
-// quarter more than errgroup's Go plus x/time/rate's Wait, on 2 cores (bench/).
+// [Map] and [ForEach] wrap a pool for the common loops. A task costs what
+// errgroup's Go and x/time/rate's Wait do, or up to a quarter more (bench/).
 package pool
