@@ -123,17 +123,7 @@ var (
 		if size <= 0 {
 			size = max(c.keys, 1)
 		}
-		store, err := throttledmem.NewCtx(size)
-		if err != nil {
-			panic(err)
-		}
-		n := int(c.maxRate)
-		rl, err := throttled.NewGCRARateLimiterCtx(store, throttled.RateQuota{
-			MaxRate: throttled.PerDuration(n, c.period), MaxBurst: n - 1,
-		})
-		if err != nil {
-			panic(err)
-		}
+		rl := newThrottledGCRA(c, size)
 		ctx := context.Background()
 		return keyedLimiter{try: func(key string) bool {
 			limited, _, err := rl.RateLimitCtx(ctx, key, 1)
@@ -164,6 +154,23 @@ var (
 		return keyedLimiter{try: m.allow}
 	}}
 )
+
+// newThrottledGCRA returns throttled's GCRA rate limiter for limit c on
+// its memstore, an LRU of size keys.
+func newThrottledGCRA(c keyedConfig, size int) *throttled.GCRARateLimiterCtx {
+	store, err := throttledmem.NewCtx(size)
+	if err != nil {
+		panic(err)
+	}
+	n := int(c.maxRate)
+	rl, err := throttled.NewGCRARateLimiterCtx(store, throttled.RateQuota{
+		MaxRate: throttled.PerDuration(n, c.period), MaxBurst: n - 1,
+	})
+	if err != nil {
+		panic(err)
+	}
+	return rl
+}
 
 // otherKeyedPeers are the libraries beside drip, in the report's order.
 var otherKeyedPeers = []keyedPeer{goLimiterPeer, httpratePeer, throttledPeer, tollboothPeer, ululePeer, rateMapPeer}

@@ -14,7 +14,6 @@ import (
 	"github.com/sethvargo/go-limiter/httplimit"
 	"github.com/sethvargo/go-limiter/memorystore"
 	"github.com/throttled/throttled/v2"
-	throttledmem "github.com/throttled/throttled/v2/store/memstore"
 	ulule "github.com/ulule/limiter/v3"
 	ululestdlib "github.com/ulule/limiter/v3/drivers/middleware/stdlib"
 	ululemem "github.com/ulule/limiter/v3/drivers/store/memory"
@@ -78,17 +77,7 @@ var otherMiddlewarePeers = []middlewarePeer{
 		}), nil
 	}},
 	{"throttled", "throttled", "X-RateLimit-*", func(c keyedConfig) (func(http.Handler) http.Handler, func()) {
-		store, err := throttledmem.NewCtx(middlewareKeys)
-		if err != nil {
-			panic(err)
-		}
-		n := int(c.maxRate)
-		rl, err := throttled.NewGCRARateLimiterCtx(store, throttled.RateQuota{
-			MaxRate: throttled.PerDuration(n, c.period), MaxBurst: n - 1,
-		})
-		if err != nil {
-			panic(err)
-		}
+		rl := newThrottledGCRA(c, middlewareKeys)
 		h := &throttled.HTTPRateLimiterCtx{RateLimiter: rl, VaryBy: &throttled.VaryBy{RemoteAddr: true}}
 		return h.RateLimit, nil
 	}},
