@@ -23,36 +23,9 @@ import (
 	"github.com/dripgo/drip/internal/clocktest"
 )
 
-// aaLateClock is a mocked clock on which the limiters' timers fire late:
-// when the mock's timer fires, the limiter's function is only put aside,
-// and runs when the test calls fire. It is what a loaded machine does to a
-// timer: the callback runs some time after it was due, and calls made
-// meanwhile see the waiter that should have gone still queued.
-type aaLateClock struct {
-	*clock.Mock
-	mu  sync.Mutex
-	due []func()
-}
-
-func (c *aaLateClock) AfterFunc(d time.Duration, f func()) *clock.Timer {
-	return c.Mock.AfterFunc(d, func() {
-		c.mu.Lock()
-		c.due = append(c.due, f)
-		c.mu.Unlock()
-	})
-}
-
-// fire runs the timer functions put aside, and returns how many.
-func (c *aaLateClock) fire() int {
-	c.mu.Lock()
-	fs := c.due
-	c.due = nil
-	c.mu.Unlock()
-	for _, f := range fs {
-		f()
-	}
-	return len(fs)
-}
+// The late-timer attacks use window_attack_test.go's waLateClock: a mocked
+// clock on which the limiters' timers fire only when the test calls
+// fireLate, as a loaded machine runs a timer's callback late.
 
 // aaLim is what the attacks use of a Limiter, a Window or a KeyLimiter.
 type aaLim interface {
@@ -120,7 +93,7 @@ func TestAllowLimiterLateTimer(t *testing.T) {
 	for _, m := range makers {
 		t.Run(m.name+"/near-full waiter", func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				lc := &aaLateClock{Mock: c.Mock}
+				lc := &waLateClock{Mock: c.Mock}
 				l := m.make(lc)
 				if !l.TryAcquire(4) {
 					t.Fatal("burst refused")
@@ -131,7 +104,7 @@ func TestAllowLimiterLateTimer(t *testing.T) {
 				}
 				c.AdvanceTo(t, 20*time.Second) // the timer is due at 8s, but late
 				d := l.Allow(1)
-				if lc.fire() == 0 {
+				if lc.fireLate() == 0 {
 					t.Fatal("no timer was put aside: the test does not test the late timer")
 				}
 				c.Settle()
@@ -154,7 +127,7 @@ func TestAllowLimiterLateTimer(t *testing.T) {
 		})
 		t.Run(m.name+"/small waiter", func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				lc := &aaLateClock{Mock: c.Mock}
+				lc := &waLateClock{Mock: c.Mock}
 				l := m.make(lc)
 				if !l.TryAcquire(4) {
 					t.Fatal("burst refused")
@@ -162,7 +135,7 @@ func TestAllowLimiterLateTimer(t *testing.T) {
 				w := aaGo(context.Background(), c, l, 1) // due at 2s
 				c.AdvanceTo(t, 9*time.Second)            // late: the bucket is empty
 				d := l.Allow(1)
-				if lc.fire() == 0 {
+				if lc.fireLate() == 0 {
 					t.Fatal("no timer was put aside: the test does not test the late timer")
 				}
 				c.Settle()
@@ -185,7 +158,7 @@ func TestAllowLimiterLateTimer(t *testing.T) {
 // window as it then is: full until 28s.
 func TestAllowAttackWindowLateTimer(t *testing.T) {
 	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-		lc := &aaLateClock{Mock: c.Mock}
+		lc := &waLateClock{Mock: c.Mock}
 		w := NewWindow(4, 8*time.Second, WithClock(lc))
 		if !w.TryAcquire(4) {
 			t.Fatal("burst refused")
@@ -196,7 +169,7 @@ func TestAllowAttackWindowLateTimer(t *testing.T) {
 		}
 		c.AdvanceTo(t, 20*time.Second)
 		d := w.Allow(1)
-		lc.fire()
+		lc.fireLate()
 		c.Settle()
 		if r, ok := aaPoll(ch); !ok || r.err != nil || r.at != 20*time.Second {
 			t.Fatalf("the waiter: %+v, %v; want admitted at 20s, by Allow", r, ok)
@@ -230,7 +203,7 @@ func TestAllowLateTimerAdmitsOverdueWaitersFirst(t *testing.T) {
 	} {
 		t.Run(kind.name, func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				lc := &aaLateClock{Mock: c.Mock}
+				lc := &waLateClock{Mock: c.Mock}
 				a, b := kind.make(lc), kind.make(lc)
 				for _, l := range []aaLim{a, b} {
 					if !l.TryAcquire(4) {
@@ -257,7 +230,7 @@ func TestAllowLateTimerAdmitsOverdueWaitersFirst(t *testing.T) {
 				if lv := a.Level(); lv != 2 {
 					t.Errorf("level %v after the waiter and Allow, want 2", lv)
 				}
-				lc.fire()
+				lc.fireLate()
 				c.Settle()
 				if r, ok := aaPoll(wb); !ok || r.err != nil {
 					t.Fatalf("the other waiter: %+v, %v", r, ok)
