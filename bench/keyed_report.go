@@ -137,9 +137,25 @@ func keyedSection(w io.Writer, cfg config) error {
 	row(retainedName, mb, cached(retained))
 	row(admittedName, func(v float64) string { return fmt.Sprintf("%.0f %%", v) }, cached(admitted))
 
+	// The floor: the calls of the four time rows, on keyedFloor.
+	var floor []string
+	for _, c := range []struct {
+		n        int
+		parallel bool
+	}{{1, false}, {1, true}, {ks.spread, false}, {ks.spread, true}} {
+		seq := make([]uint32, seqLen)
+		if c.n > 1 {
+			seq = spreadSeq(c.n)
+		}
+		v, _ := perOp(testing.Benchmark(keyedBench(keyedFloor(c.n), keys, seq, c.parallel)))
+		floor = append(floor, ns(v))
+	}
 	if dripKeyed == nil {
 		fmt.Fprintln(w, "   drip: this build has no keyed limiter (keyed_drip.go adds it).")
 	}
+	fmt.Fprintf(w, "   The floor: what every exact limiter does on a call and nothing else (hash the key, read the\n")
+	fmt.Fprintf(w, "   clock once, add to one word of state per key): one hot key %s serial, %s parallel;\n", floor[0], floor[1])
+	fmt.Fprintf(w, "   %s keys %s serial, %s parallel.\n", thousands(ks.spread), floor[2], floor[3])
 	fmt.Fprintf(w, "   Keys are strings like \"10.1.2.3\", made before the runs; heap per key leaves them out.\n")
 	fmt.Fprintf(w, "   One hot key: a limit of 2^40 a year. Many keys: 1000 every 10 hours a key, so that\n")
 	fmt.Fprintf(w, "   every key hit stays live through the run; each library holds all %s keys before the\n", thousands(ks.spread))

@@ -34,6 +34,21 @@ func BenchmarkKeyedTryParallel(b *testing.B) {
 	}
 }
 
+// BenchmarkKeyedFloor measures, on the calls and keys of BenchmarkKeyedTry,
+// the work that no exact limiter can skip: hashing the key, reading the
+// clock once and updating a word of state per key (see keyedFloor). It is
+// the floor under every library's figure, drip's included.
+func BenchmarkKeyedFloor(b *testing.B) {
+	for _, n := range []int{1, maxSpreadKeys} {
+		seq := make([]uint32, seqLen)
+		if n > 1 {
+			seq = spreadSeq(n)
+		}
+		b.Run(fmt.Sprintf("keys=%d/serial", n), keyedBench(keyedFloor(n), spreadKeys(), seq, false))
+		b.Run(fmt.Sprintf("keys=%d/parallel", n), keyedBench(keyedFloor(n), spreadKeys(), seq, true))
+	}
+}
+
 // BenchmarkKeyedHeapPerKey reports the heap a library holds per key once
 // 1,000,000 keys have been hit once each (B/key), the key strings, which
 // the caller holds, not counted. Run it with -benchtime=1x.
@@ -171,7 +186,7 @@ func TestKeyedSectionSmoke(t *testing.T) {
 	if err := keyedSection(&out, config{smoke: true}); err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"one hot key, serial", "heap per live key", "flood"} {
+	for _, want := range []string{"one hot key, serial", "heap per live key", "flood", "The floor"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("the keyed section has no %q:\n%s", want, out.String())
 		}
