@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/benbjohnson/clock"
 	"github.com/redis/go-redis/v9"
@@ -36,8 +37,24 @@ func TestMain(m *testing.M) {
 		}
 		_ = flag.Set("test.skip", skip)
 		fmt.Fprintf(os.Stderr, "redisbucket: %s is not set; skipping the tests that need redis-server\n", addrEnv)
+	} else if addr := os.Getenv(addrEnv); addr != "" {
+		if err := ping(addr); err != nil {
+			// One clear line, rather than every test failing on its own.
+			fmt.Fprintf(os.Stderr, "redisbucket: %s=%s, but no redis-server answers there (%v): start one (bash .ci/redis.sh) or unset %s to skip these tests\n",
+				addrEnv, addr, err, addrEnv)
+			os.Exit(1)
+		}
 	}
 	os.Exit(m.Run())
+}
+
+// ping reports whether a redis-server answers at addr within 5 seconds.
+func ping(addr string) error {
+	rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer rdb.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return rdb.Ping(ctx).Err()
 }
 
 type quiet struct{}
