@@ -907,6 +907,9 @@ func TestPoolAttackHeldTurn(t *testing.T) {
 				if s2.Submitted != 2 || s2.Submitted != s2.Done+s2.Failed+s2.Skipped {
 					t.Errorf("Stats() = %+v, want 2 tasks all accounted for", s2)
 				}
+				if tt == "panic" && (s2.Failed != 1 || s2.Skipped != 1) {
+					t.Errorf("Stats() = %+v, want the task whose TryAcquire panicked failed, the one behind skipped", s2)
+				}
 				c.Settle()
 				clocktest.CheckNoGoroutines(t, atkPkg)
 			})

@@ -66,6 +66,11 @@ type Pool struct {
 
 	waited atomic.Bool // Wait has returned
 
+	// tryPanic is the task whose TryAcquire, called by its submitter,
+	// panicked: there is at most one, since the panic stops the pool and
+	// a stopped pool calls no limiter.
+	tryPanic atomic.Pointer[tryPanic]
+
 	mu        sync.Mutex
 	first     error       // the first error, without CollectErrors
 	errs      []taskError // with CollectErrors
@@ -180,28 +185,45 @@ func (p *Pool) submit(weight float64, f func(context.Context) error, block bool,
 				p.turns.release(t)
 			}
 		}()
-		admitted := !p.isDone() && p.admit(weight)
+		admitted, panicked := false, false
+		if !p.isDone() {
+			admitted, panicked = p.admit(t, weight)
+		}
 		exited = false
-		if admitted {
+		switch {
+		case admitted:
 			p.admitted.Add(1)
 			p.turns.passHeld(t)
-		} else {
+		case panicked:
+			// The task's goroutine finds its turn passed and tryPanic
+			// naming it: it fails without running.
+			p.turns.passHeld(t)
+		default:
 			p.turns.release(t)
 		}
 	}
 	return true
 }
 
-// admit reports whether the limiter admits weight at once. A panic in it
-// stops the pool as one in Acquire does; the task, which never started, is
-// then skipped.
-func (p *Pool) admit(weight float64) (ok bool) {
+// A tryPanic is the ticket of a task whose TryAcquire panicked, and the
+// panic.
+type tryPanic struct {
+	t  uint64
+	pe *PanicError
+}
+
+// admit reports whether the limiter admits weight for ticket t at once. A
+// panic in it fails the task as one in Acquire does, and stops the pool.
+func (p *Pool) admit(t uint64, weight float64) (ok, panicked bool) {
 	defer func() {
 		if r := recover(); r != nil {
-			p.recordPanic(r)
+			p.tryPanic.Store(&tryPanic{t, p.recordPanic(r, true)})
+			p.admitted.Add(1)
+			p.failed.Add(1)
+			ok, panicked = false, true
 		}
 	}()
-	return p.try.TryAcquire(weight)
+	return p.try.TryAcquire(weight), false
 }
 
 // Wait waits for every task, cancels the pool's context, and returns the

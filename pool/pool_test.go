@@ -356,8 +356,8 @@ func TestPanicReraised(t *testing.T) {
 				if !errors.Is(pe, panicValue{7}) {
 					t.Error("errors.Is does not see the panic value through PanicError")
 				}
-				if !strings.Contains(pe.Error(), "panic value 7") {
-					t.Errorf("PanicError.Error() = %q, does not name the value", pe.Error())
+				if !strings.HasPrefix(pe.Error(), "pool: task panicked: panic value 7") || pe.Limiter {
+					t.Errorf("PanicError.Error() = %q, Limiter %v: want the task's panic, naming the value", pe.Error(), pe.Limiter)
 				}
 				if got := p.Stats(); got.Failed != 2 || got.Done != 1 {
 					t.Errorf("Stats() = %+v, want 2 failed and 1 done", got)
@@ -696,9 +696,8 @@ func (panickyTry) TryAcquire(float64) bool { panic("limiter broke") }
 
 // TestLimiterPanics checks that a limiter's panic is handled as a task's:
 // raised again from Wait, not from Go, with no task run and nothing left
-// running. A panic in Acquire fails its task; one in TryAcquire, which Go
-// calls itself, stops the pool before its task starts, so the task is
-// skipped.
+// running. A panic in Acquire, or in TryAcquire, which Go calls itself,
+// fails its task, and the tasks behind it are skipped.
 func TestLimiterPanics(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -708,7 +707,7 @@ func TestLimiterPanics(t *testing.T) {
 		{"Acquire", func(*clocktest.Clock) ratelimit.Acquirer { return panickyLimiter{} }, pool.Stats{Submitted: 3, Failed: 1, Skipped: 2}},
 		{"TryAcquire", func(c *clocktest.Clock) ratelimit.Acquirer {
 			return panickyTry{ratelimit.New(10, time.Second, ratelimit.WithClock(c))}
-		}, pool.Stats{Submitted: 3, Skipped: 3}},
+		}, pool.Stats{Submitted: 3, Failed: 1, Skipped: 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
@@ -718,8 +717,9 @@ func TestLimiterPanics(t *testing.T) {
 					p.Go(func(context.Context) error { ran.Add(1); return nil })
 				}
 				v, _ := waitPanic(p.Wait)
-				if pe, ok := v.(*pool.PanicError); !ok || pe.Value != "limiter broke" {
-					t.Errorf("Wait panicked with %v, want a *pool.PanicError with the limiter's value", v)
+				if pe, ok := v.(*pool.PanicError); !ok || pe.Value != "limiter broke" || !pe.Limiter ||
+					!strings.HasPrefix(pe.Error(), "pool: the limiter panicked: limiter broke") {
+					t.Errorf("Wait panicked with %v, want a *pool.PanicError with the limiter's value, saying the limiter panicked", v)
 				}
 				if ran.Load() != 0 {
 					t.Errorf("%d tasks ran", ran.Load())

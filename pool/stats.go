@@ -6,7 +6,7 @@ type Stats struct {
 	Waiting   int // holding a worker, waiting for the limiter
 	Running   int // admitted, not returned
 	Done      int // returned nil
-	Failed    int // returned an error, panicked, or had its weight refused
+	Failed    int // returned an error, panicked (or its limiter did), or had its weight refused
 	Skipped   int // never started: the pool stopped, or its deadline was out of reach
 }
 

@@ -15,11 +15,17 @@ var (
 )
 
 // start is the task with ticket t, as errgroup runs it on its worker: once
-// the ticket is due, it runs f if its submitter admitted it, and otherwise
-// takes its turn at the limiter. It returns the error to hand errgroup.
+// the ticket is due, it runs f if its submitter admitted it (or fails, if
+// the submitter's TryAcquire panicked), and otherwise takes its turn at the
+// limiter. It returns the error to hand errgroup.
 func (p *Pool) start(t uint64, weight float64, f func(context.Context) error) error {
 	p.turns.wait(t)
 	if p.turns.passed(t) {
+		if tp := p.tryPanic.Load(); tp != nil && tp.t == t {
+			// Its submitter's TryAcquire panicked (Pool.admit).
+			p.release()
+			return tp.pe
+		}
 		return p.run(int64(t), f)
 	}
 	return p.queued(t, weight, f)
@@ -79,7 +85,7 @@ func (p *Pool) acquire(weight float64) (panicked bool, err error) {
 	}
 	defer func() {
 		if r := recover(); r != nil {
-			panicked, err = true, p.recordPanic(r)
+			panicked, err = true, p.recordPanic(r, true)
 			p.admitted.Add(1)
 			p.failed.Add(1)
 		}
@@ -94,7 +100,7 @@ func (p *Pool) run(id int64, f func(context.Context) error) (stop error) {
 	defer func() {
 		if !returned {
 			if r := recover(); r != nil {
-				stop = p.recordPanic(r)
+				stop = p.recordPanic(r, false)
 				p.failed.Add(1)
 			} else {
 				// runtime.Goexit, which goes on to end the goroutine.
@@ -116,10 +122,11 @@ func (p *Pool) release() {
 }
 
 // recordPanic keeps the first panic, with the stack of the goroutine that
-// is still panicking, for Wait to raise, and cancels the pool. It returns
-// the panic as an error for errgroup.
-func (p *Pool) recordPanic(r any) error {
-	pe := &PanicError{Value: r, Stack: debug.Stack()}
+// is still panicking, for Wait to raise, and cancels the pool. limiter says
+// whether the limiter panicked rather than the task. It returns the panic,
+// which is also the error for errgroup.
+func (p *Pool) recordPanic(r any, limiter bool) *PanicError {
+	pe := &PanicError{Value: r, Stack: debug.Stack(), Limiter: limiter}
 	p.mu.Lock()
 	if p.panicked == nil {
 		p.panicked = pe
