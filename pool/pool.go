@@ -178,7 +178,15 @@ func (p *Pool) submit(weight float64, f func(context.Context) error, block bool,
 	if holding {
 		exited := true
 		defer func() {
-			if exited {
+			switch {
+			case !exited:
+			case p.tryPanicked(t):
+				// TryAcquire panicked, and went on with a runtime.Goexit
+				// it had called before: admit counted the task failed,
+				// and its goroutine must find it so
+				// (TestTryAcquireGoexitThenPanic).
+				p.turns.passHeld(t)
+			default:
 				// TryAcquire called runtime.Goexit, which ends the
 				// submitter's goroutine: the task's own goroutine asks the
 				// limiter instead (TestPoolLimiterGoexit).
@@ -210,6 +218,12 @@ func (p *Pool) submit(weight float64, f func(context.Context) error, block bool,
 type tryPanic struct {
 	t  uint64
 	pe *PanicError
+}
+
+// tryPanicked reports whether ticket t's TryAcquire panicked.
+func (p *Pool) tryPanicked(t uint64) bool {
+	tp := p.tryPanic.Load()
+	return tp != nil && tp.t == t
 }
 
 // admit reports whether the limiter admits weight for ticket t at once. A

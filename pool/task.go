@@ -21,10 +21,10 @@ var (
 func (p *Pool) start(t uint64, weight float64, f func(context.Context) error) error {
 	p.turns.wait(t)
 	if p.turns.passed(t) {
-		if tp := p.tryPanic.Load(); tp != nil && tp.t == t {
+		if p.tryPanicked(t) {
 			// Its submitter's TryAcquire panicked (Pool.admit).
 			p.release()
-			return tp.pe
+			return p.tryPanic.Load().pe
 		}
 		return p.run(int64(t), f)
 	}
@@ -37,19 +37,22 @@ func (p *Pool) start(t uint64, weight float64, f func(context.Context) error) er
 // to hand errgroup.
 func (p *Pool) queued(t uint64, weight float64, f func(context.Context) error) error {
 	id := int64(t)
-	exited := true
+	exited, counted := true, false
 	defer func() {
 		if exited {
 			// The limiter called runtime.Goexit, which ends this goroutine:
 			// the task fails, stopping the pool, and the turn moves on
-			// (TestPoolLimiterGoexit).
-			p.admitted.Add(1)
-			p.finish(id, errLimiterGoexit)
+			// (TestPoolLimiterGoexit). Unless a panic during the Goexit
+			// failed it already (TestAcquireGoexitThenPanic).
+			if !counted {
+				p.admitted.Add(1)
+				p.finish(id, errLimiterGoexit)
+			}
 			p.turns.pass(t)
 			p.release()
 		}
 	}()
-	panicked, err := p.acquire(weight)
+	panicked, err := p.acquire(weight, &counted)
 	exited = false
 	if err == nil && !panicked {
 		p.turns.pass(t)
@@ -77,9 +80,10 @@ func (p *Pool) queued(t uint64, weight float64, f func(context.Context) error) e
 }
 
 // acquire takes weight from the limiter, unless the pool has stopped. A
-// panic in the limiter is treated as the task's own: it is recorded, and
-// returned as err.
-func (p *Pool) acquire(weight float64) (panicked bool, err error) {
+// panic in the limiter is treated as the task's own: it is recorded, counted
+// (and *counted set, for a panic the limiter's runtime.Goexit goes on
+// after), and returned as err.
+func (p *Pool) acquire(weight float64, counted *bool) (panicked bool, err error) {
 	if p.isDone() {
 		return false, p.ctx.Err()
 	}
@@ -88,6 +92,7 @@ func (p *Pool) acquire(weight float64) (panicked bool, err error) {
 			panicked, err = true, p.recordPanic(r, true)
 			p.admitted.Add(1)
 			p.failed.Add(1)
+			*counted = true
 		}
 	}()
 	return false, p.lim.Acquire(p.ctx, weight)
