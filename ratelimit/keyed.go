@@ -135,9 +135,9 @@ type keyedOptions struct {
 }
 
 // applyKeyed makes every Option a KeyedOption.
-func (opt Option) applyKeyed(o *keyedOptions) {
-	if opt != nil {
-		opt(&o.options)
+func (o Option) applyKeyed(ko *keyedOptions) {
+	if o != nil {
+		o(&ko.options)
 	}
 }
 
