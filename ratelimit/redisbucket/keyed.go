@@ -138,8 +138,8 @@ func (k *Keyed) sighting(rkey string) *sighting {
 // still holds loses only what its reply says, which the next call on the
 // key learns again. k.mu is held.
 func (k *Keyed) forget() {
-	now := k.latest.Load()
-	victim, soonest, n := "", int64(math.MaxInt64), 0
+	now := float64(k.latest.Load())
+	victim, soonest, n := "", math.Inf(1), 0
 	for rkey, s := range k.seen {
 		s.mu.Lock()
 		end := s.end

@@ -75,7 +75,10 @@ import (
 //
 // Every reply starts with the server's time in microseconds since 1970 and
 // the time until which the key holds the bucket, in microseconds since 1970
-// rounded up (at most 2^52µs past e), or 0 if it holds none. Then: take and
+// rounded up, or 0 if it holds none: an integer below 2^53, else a string,
+// since a bucket that SetRate left holding units that take centuries to
+// drain holds them past the integers Redis replies (and a lost key comes
+// back with all of them). Then: take and
 // check 1 or 0; reserve 1,
 // the wait, and the nonce it replaced when it reserved (the wait may be <=
 // 0: admitted now; at most 2^62 ns), or 0 and the wait when the wait is not
@@ -157,7 +160,9 @@ elseif seen > sec * 1e6 + usec then
   -- The caller saw the key hold a bucket until after now, and the key
   -- outlives that (see linger): it was lost. It comes back full, and no
   -- earlier than the caller saw it end.
-  t, dirty = math.max(up(now, period), (seen - sec * 1e6) * 1000), true
+  local back = up(seen, -sec * 1e6) * 1000
+  if back >= 2^53 then back = back * (1 + 2^-50) end
+  t, dirty = math.max(up(now, period), back), true
 end
 -- The key outlives the time it holds the bucket until by more than a
 -- millisecond: PX counts whole milliseconds from the start of the script,
@@ -290,7 +295,19 @@ if dirty then
   end
 end
 local held = 0
-if keep > now then held = e * 1e6 + math.min(math.ceil(keep / 1000), 2^52) end
+if keep > now then
+  -- In microseconds, rounded up: exact below 2^53, an integer; beyond,
+  -- where the division and the sum may round down, nudged up past the
+  -- exact value, and a string.
+  local h = math.ceil(keep / 1000)
+  if h * 1000 < keep then h = h + 1 end
+  h = up(e * 1e6, h)
+  if h >= 2^53 or keep >= 2^53 then
+    held = string.format('%.17g', h * (1 + 2^-50))
+  else
+    held = h
+  end
+end
 if op == 'reserve' then return {sec * 1e6 + usec, held, res, wait, prev} end
 if op == 'allow' then
   local paused = 0
@@ -324,7 +341,7 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	argv := make([]any, 0, 7+2)
-	argv = append(argv, op, p.unit, p.periodArg, l.seen.until())
+	argv = append(argv, op, p.unit, p.periodArg, l.seen.until(p))
 	argv = append(argv, args...)
 	if l.serverTime != nil {
 		argv = append(argv, l.serverTime()...)
@@ -337,12 +354,22 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 	if !ok || len(s) < 3 {
 		return nil, &replyError{v}
 	}
-	at, ok1 := s[0].(int64)
-	until, ok2 := s[1].(int64)
-	if !ok1 || !ok2 {
+	at, ok := s[0].(int64)
+	if !ok {
 		return nil, &replyError{v}
 	}
-	l.seen.record(at, until)
+	var until float64
+	switch h := s[1].(type) {
+	case int64:
+		until = float64(h)
+	case string:
+		if until, err = strconv.ParseFloat(h, 64); err != nil {
+			return nil, &replyError{v}
+		}
+	default:
+		return nil, &replyError{v}
+	}
+	l.seen.record(at, until, p.nsPerUnit)
 	return s[2:], nil
 }
 
@@ -353,9 +380,10 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 // Each process knows only what its own replies said; nothing of it is in
 // Redis, which is what may lose the key.
 type sighting struct {
-	mu  sync.Mutex
-	at  int64 // the server's time of the latest reply, in µs since 1970
-	end int64 // until when it said the key holds the bucket, µs since 1970; 0 if not at all
+	mu   sync.Mutex
+	at   int64   // the server's time of the latest reply, in µs since 1970
+	end  float64 // until when it said the key holds the bucket, µs since 1970, rounded up; 0 if not at all
+	unit float64 // the nanoseconds per unit of the call that had the reply
 
 	// latest, if not nil, is where a Keyed keeps the server's time of the
 	// latest reply on any of its keys, which tells the sightings that have
@@ -365,10 +393,10 @@ type sighting struct {
 
 // record keeps what a reply said, unless a reply of a later server time was
 // recorded already.
-func (s *sighting) record(at, end int64) {
+func (s *sighting) record(at int64, end, unit float64) {
 	s.mu.Lock()
 	if at >= s.at {
-		s.at, s.end = at, end
+		s.at, s.end, s.unit = at, end, unit
 	}
 	s.mu.Unlock()
 	if s.latest != nil {
@@ -377,10 +405,23 @@ func (s *sighting) record(at, end int64) {
 	}
 }
 
-func (s *sighting) until() int64 {
+// until returns the end of the sighting for a call at p's rate, as the
+// script's ARGV[4]: the shortest decimal that Lua reads back as the same
+// float64.
+//
+// A bucket seen at a faster rate than p's holds units that take longer to
+// drain at p's, as SetRate keeps them: its lead on the time of the reply,
+// in units, is converted to p's rate, rounded up, so that a key lost after
+// SetRate slowed the rate comes back with every unit. (At a slower rate
+// seen, the time seen is the later end, which the script keeps.)
+func (s *sighting) until(p *params) string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.end
+	at, end, unit := float64(s.at), s.end, s.unit
+	s.mu.Unlock()
+	if end > at && unit > 0 && p.nsPerUnit > unit {
+		end = at + (end-at)*(p.nsPerUnit/unit)*(1+0x1p-50)
+	}
+	return strconv.FormatFloat(end, 'g', -1, 64)
 }
 
 // reservation is a reserve's nonce and its reply.

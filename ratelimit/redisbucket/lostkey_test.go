@@ -1,0 +1,80 @@
+package redisbucket
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/dripgo/drip/internal/clocktest"
+)
+
+// The lost keys that TestPropertyNeverOverRate found letting units through:
+// with one process, a key that Redis lost must come back with every unit
+// the limiter saw in it, however SetRate changed the rate, and however
+// long the units take to drain.
+
+// TestLostKeyAfterSlowerSetRateKeepsUnits: 5e8 units taken at 1e9 a second
+// (half a second to drain), the key lost, then SetRate(100, time.Minute),
+// which keeps the units: they take 9.5 years to drain at the new rate. The
+// key came back full at the new rate, 100 units a minute from empty, so a
+// unit passed 30 seconds later.
+func TestLostKeyAfterSlowerSetRateKeepsUnits(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		lim := onMockTime(New(rdb, key, 1e9, time.Second, WithClock(c)), c)
+		if ok, err := lim.TryAcquire(ctx, 5e8); !ok || err != nil {
+			t.Fatalf("TryAcquire(5e8) = %v, %v", ok, err)
+		}
+		if err := rdb.Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := lim.SetRate(ctx, 100, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		c.Advance(30 * time.Second)
+		if ok, err := lim.TryAcquire(ctx, 1); ok || err != nil {
+			t.Errorf("30s after SetRate(100, 1m) on a lost key holding 5e8 units: TryAcquire(1) = %v, %v; want false", ok, err)
+		}
+		if lv, err := lim.Level(ctx); err != nil || lv < 5e8-50 {
+			t.Errorf("Level = %v, %v; want the 5e8 units, less 50 drained", lv, err)
+		}
+	})
+}
+
+// TestLostKeyHoldingMillenniaKeepsUnits: a full bucket of 1e9 units at 1e9
+// a second slowed by SetRate to one unit an hour holds 114,000 years of
+// units. Lost and written back, it held only the 142 years that the
+// reply's integer could say, 1.25 million units; SetRate back to 1e9 a
+// second then drained them in 1.25ms, and half a burst passed 10ms later,
+// where the 1e9 units kept would have refused it.
+func TestLostKeyHoldingMillenniaKeepsUnits(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		lim := onMockTime(New(rdb, key, 1e9, time.Second, WithClock(c)), c)
+		if ok, err := lim.TryAcquire(ctx, 1e9); !ok || err != nil {
+			t.Fatalf("TryAcquire(1e9) = %v, %v", ok, err)
+		}
+		if err := lim.SetRate(ctx, 1, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.Del(ctx, key).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := lim.TryAcquire(ctx, 1); ok || err != nil {
+			t.Fatalf("TryAcquire(1) on the lost key = %v, %v; want false", ok, err)
+		}
+		if err := lim.SetRate(ctx, 1e9, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c.Advance(10 * time.Millisecond)
+		if ok, err := lim.TryAcquire(ctx, 5e8); ok || err != nil {
+			t.Errorf("10ms after SetRate back to 1e9/s: TryAcquire(5e8) = %v, %v; want false, the bucket holding 1e9 less 1e7", ok, err)
+		}
+	})
+}
