@@ -294,7 +294,9 @@ func (l *Limiter) Wait(ctx context.Context) error { return l.Acquire(ctx, 1) }
 //     taken, a *ratelimit.DeadlineError, wrapped with the key, which says
 //     how long the wait would have been and unwraps to
 //     context.DeadlineExceeded. The deadline is read on the limiter's
-//     clock (WithClock).
+//     clock (WithClock). So does a turn more than 2^62 ns (146 years)
+//     ahead, deadline or not: it is not reserved, and Wait says 2^62 ns
+//     (a SetRate that slowed the rate may leave the bucket that full).
 //   - amount exceeds MaxRate (ratelimit.ErrExceedsCapacity), also when
 //     SetRate on this Limiter lowers the capacity below it while the
 //     caller waits, or amount is negative, NaN or infinite

@@ -2,10 +2,12 @@ package redisbucket
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/dripgo/drip/internal/clocktest"
+	"github.com/dripgo/drip/ratelimit"
 )
 
 // The lost keys that TestPropertyNeverOverRate found letting units through:
@@ -75,6 +77,49 @@ func TestLostKeyHoldingMillenniaKeepsUnits(t *testing.T) {
 		c.Advance(10 * time.Millisecond)
 		if ok, err := lim.TryAcquire(ctx, 5e8); ok || err != nil {
 			t.Errorf("10ms after SetRate back to 1e9/s: TryAcquire(5e8) = %v, %v; want false, the bucket holding 1e9 less 1e7", ok, err)
+		}
+	})
+}
+
+// TestAcquireTurnPastCenturiesRefused: a full bucket of 1e9 units at 1e9 a
+// second slowed by SetRate to one unit an hour has the next turn 114,000
+// years ahead. The script reserved it and replied a wait of 2^62 ns (146
+// years), all Redis can say, and Acquire returned after that wait, its turn
+// still 113,854 years off. A turn that far ahead is now not reserved.
+func TestAcquireTurnPastCenturiesRefused(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		lim := onMockTime(New(rdb, testKey(t, rdb), 1e9, time.Second, WithClock(c)), c)
+		if ok, err := lim.TryAcquire(ctx, 1e9); !ok || err != nil {
+			t.Fatalf("TryAcquire(1e9) = %v, %v", ok, err)
+		}
+		if err := lim.SetRate(ctx, 1, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- lim.Acquire(ctx, 1) }()
+		c.Settle()
+		select {
+		case err := <-done:
+			var de *ratelimit.DeadlineError
+			if !errors.As(err, &de) || de.Wait != 1<<62 {
+				t.Errorf("Acquire(1) = %v; want a *DeadlineError with Wait 2^62 ns", err)
+			}
+			return
+		default:
+		}
+		c.Advance(1 << 62)
+		select {
+		case err := <-done:
+			t.Errorf("Acquire(1) = %v after 146 years, its turn 114,000 years ahead", err)
+		default:
+			cancel()
+			t.Errorf("Acquire(1) reserved a turn 114,000 years ahead")
+			<-done
 		}
 	})
 }

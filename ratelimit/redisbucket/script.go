@@ -59,7 +59,9 @@ import (
 //	ARGV[2]  the caller's nanoseconds per unit ("%.17g")
 //	ARGV[3]  the caller's period in nanoseconds
 //	ARGV[4]  the time until which the caller last saw the key hold a
-//	         bucket, in server microseconds since 1970, or 0
+//	         bucket, in server microseconds since 1970, and the
+//	         nanoseconds per unit of the call that saw it, apart by a
+//	         space ("1764400000000000 20"), or 0 if it saw none
 //	ARGV[5]  take, check, reserve, cancel, allow: the cost in nanoseconds;
 //	         pause: the length of the pause in nanoseconds
 //	ARGV[6]  reserve: the time left before the caller's deadline in
@@ -126,7 +128,7 @@ const bucketSource = `
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]
 local op, u, period = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local seen, arg = tonumber(ARGV[4]), tonumber(ARGV[5])
+local seen, arg = ARGV[4], tonumber(ARGV[5])
 
 -- up returns a + b rounded up: the least float64 at or above the exact sum.
 -- Sums of whole numbers below 2^53 are exact; beyond, where float64s are
@@ -156,13 +158,23 @@ if cur then
   end
   e, t, su, sp, pause, r, n = struct.unpack('>ddddddd', cur)
   now = (sec - e) * 1e9 + now
-elseif seen > sec * 1e6 + usec then
-  -- The caller saw the key hold a bucket until after now, and the key
-  -- outlives that (see linger): it was lost. It comes back full, and no
-  -- earlier than the caller saw it end.
-  local back = up(seen, -sec * 1e6) * 1000
-  if back >= 2^53 then back = back * (1 + 2^-50) end
-  t, dirty = math.max(up(now, period), back), true
+elseif seen ~= '0' then
+  local gap = string.find(seen, ' ', 1, true)
+  local se, sunit = tonumber(string.sub(seen, 1, gap - 1)), tonumber(string.sub(seen, gap + 1))
+  if se > sec * 1e6 + usec then
+    -- The caller saw the key hold a bucket until after now, and the key
+    -- outlives that (see linger): it was lost. It comes back full, and no
+    -- earlier than the caller saw it end.
+    local back = up(se, -sec * 1e6) * 1000
+    if back >= 2^53 then back = back * (1 + 2^-50) end
+    if sunit < u then
+      -- Seen at a faster rate than the caller's (SetRate slowed it since):
+      -- the units left now drain at the caller's rate, which keeps them,
+      -- as a rescaling does.
+      back = up(now, math.min(math.ceil(up(back, -now) / sunit * u * (1 + 2^-50)), 2^1000))
+    end
+    t, dirty = math.max(up(now, period), back), true
+  end
 end
 -- The key outlives the time it holds the bucket until by more than a
 -- millisecond: PX counts whole milliseconds from the start of the script,
@@ -244,12 +256,12 @@ elseif op == 'reserve' then
   wait = up(math.max(up(tat, -period), pause), -now)
   if again then
     res = 1
-  elseif wait <= 0 or limit < 0 or wait < limit then
+  elseif (wait <= 0 or limit < 0 or wait < limit) and wait < 2^62 then
     if pause > 0 then r = up(r, arg) else t = tat end
     prev, n, dirty, res = n, nonce, true, 1
   end
   -- Redis replies integers, which a wait beyond 2^62ns (146 years) would
-  -- overflow.
+  -- overflow: no turn is reserved that far ahead, and the wait says 2^62.
   wait = math.min(wait, 2^62)
 elseif op == 'cancel' then
   local nonce = tonumber(ARGV[6])
@@ -341,7 +353,7 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	argv := make([]any, 0, 7+2)
-	argv = append(argv, op, p.unit, p.periodArg, l.seen.until(p))
+	argv = append(argv, op, p.unit, p.periodArg, l.seen.arg())
 	argv = append(argv, args...)
 	if l.serverTime != nil {
 		argv = append(argv, l.serverTime()...)
@@ -392,11 +404,13 @@ type sighting struct {
 }
 
 // record keeps what a reply said, unless a reply of a later server time was
-// recorded already.
+// recorded already and said the key holds the bucket for at least as long:
+// a reply from before a server's clock stepped back, or one that overtook
+// this one, must not hide the turns reserved since.
 func (s *sighting) record(at int64, end, unit float64) {
 	s.mu.Lock()
-	if at >= s.at {
-		s.at, s.end, s.unit = at, end, unit
+	if at >= s.at || end > s.end {
+		s.at, s.end, s.unit = max(s.at, at), end, unit
 	}
 	s.mu.Unlock()
 	if s.latest != nil {
@@ -405,23 +419,16 @@ func (s *sighting) record(at int64, end, unit float64) {
 	}
 }
 
-// until returns the end of the sighting for a call at p's rate, as the
-// script's ARGV[4]: the shortest decimal that Lua reads back as the same
-// float64.
-//
-// A bucket seen at a faster rate than p's holds units that take longer to
-// drain at p's, as SetRate keeps them: its lead on the time of the reply,
-// in units, is converted to p's rate, rounded up, so that a key lost after
-// SetRate slowed the rate comes back with every unit. (At a slower rate
-// seen, the time seen is the later end, which the script keeps.)
-func (s *sighting) until(p *params) string {
+// arg returns the sighting as the script's ARGV[4]: its end and its unit,
+// each the shortest decimal that Lua reads back as the same float64, or 0.
+func (s *sighting) arg() string {
 	s.mu.Lock()
-	at, end, unit := float64(s.at), s.end, s.unit
+	end, unit := s.end, s.unit
 	s.mu.Unlock()
-	if end > at && unit > 0 && p.nsPerUnit > unit {
-		end = at + (end-at)*(p.nsPerUnit/unit)*(1+0x1p-50)
+	if end == 0 {
+		return "0"
 	}
-	return strconv.FormatFloat(end, 'g', -1, 64)
+	return strconv.FormatFloat(end, 'g', -1, 64) + " " + strconv.FormatFloat(unit, 'g', -1, 64)
 }
 
 // reservation is a reserve's nonce and its reply.
