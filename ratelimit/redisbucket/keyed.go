@@ -141,9 +141,7 @@ func (k *Keyed) forget() {
 	now := float64(k.latest.Load())
 	victim, soonest, n := "", math.Inf(1), 0
 	for rkey, s := range k.seen {
-		s.mu.Lock()
-		end := s.end
-		s.mu.Unlock()
+		end := s.last()
 		if end <= now {
 			delete(k.seen, rkey)
 			return

@@ -425,3 +425,74 @@ func TestLostKeyInPauseAfterSlowerSetRateHoldsRate(t *testing.T) {
 		p.run(ctx, lim, 5*time.Millisecond, time.Minute)
 	})
 }
+
+// TestLostKeyAfterStepBackFasterReplyKept: sighting.record compared the
+// end of a reply of an earlier server time with the one kept, and kept
+// the later end; but ends seen at different rates are not comparable. A
+// reply at a faster rate (after a SetRate) says an earlier end for more
+// units than a slower reply's later end, and once the server's clock had
+// stepped back (its time before the one kept) it was dropped: a key lost
+// after SetRate back to the slower rate came back with the slower reply's
+// units only, or not at all. Such a reply is now kept beside the other.
+//
+// New(10, 1s) takes 10 at 0 (reply: end 1s, 100ms a unit). The server's
+// clock steps back 1ms. SetRate(1000, 1s) keeps the 10 units (10ms); 900
+// more are taken: the key holds 910 units, until 0.909s at 1ms a unit,
+// before the end kept, and its reply is dropped. The key is lost, and
+// SetRate(10, 1s) keeps the 910 units: 91s to drain. At 1.1s the sighting
+// (end 1s) had run out, the key was taken for an empty one, and 10 units
+// passed. Without the loss, the key refused them.
+func TestLostKeyAfterStepBackFasterReplyKept(t *testing.T) {
+	addr := redisAddr(t)
+	for _, lose := range []bool{false, true} {
+		name := "kept"
+		if lose {
+			name = "lost"
+		}
+		t.Run(name, func(t *testing.T) {
+			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+				ctx := context.Background()
+				rdb := newClient(t, addr)
+				key := testKey(t, rdb)
+				var behind atomic.Int64
+				lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
+				b := newExactBucket(10, time.Second)
+				take := func(amount float64, want bool) {
+					t.Helper()
+					ok, err := lim.TryAcquire(ctx, amount)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if ok {
+						if err := b.admit(c.Now(), amount); err != nil {
+							lv, _ := lim.Level(ctx)
+							t.Errorf("one process, server clock stepped back 1ms, SetRate(1000, 1s), 900 taken, key lost=%v, "+
+								"SetRate(10, 1s): TryAcquire(%v) at %v admitted: %v (limiter's Level now %v)",
+								lose, amount, c.Elapsed(), err, lv)
+						}
+					} else if want {
+						t.Fatalf("TryAcquire(%v) at %v = false", amount, c.Elapsed())
+					}
+				}
+				take(10, true)
+				behind.Store(int64(time.Millisecond))
+				if err := lim.SetRate(ctx, 1000, time.Second); err != nil {
+					t.Fatal(err)
+				}
+				b.setRate(c.Now(), 1000, time.Second)
+				take(900, true)
+				if lose {
+					if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+						t.Fatal(err)
+					}
+				}
+				if err := lim.SetRate(ctx, 10, time.Second); err != nil {
+					t.Fatal(err)
+				}
+				b.setRate(c.Now(), 10, time.Second)
+				c.AdvanceTo(t, 1100*time.Millisecond)
+				take(10, false)
+			})
+		})
+	}
+}

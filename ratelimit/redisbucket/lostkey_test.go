@@ -123,3 +123,39 @@ func TestAcquireTurnPastCenturiesRefused(t *testing.T) {
 		}
 	})
 }
+
+// TestSightingKeepsWhatNoReplyCovers: the reply of the latest server time
+// is the key's state; one of an earlier time is kept beside it unless the
+// latest ends no earlier at a rate no slower; two that neither covers are
+// merged into the later end at the faster rate; what ran out goes.
+func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
+	type reply struct {
+		at        int64
+		end, unit float64
+	}
+	for _, tc := range []struct {
+		name    string
+		replies []reply
+		want    string
+	}{
+		{"none", nil, "0"},
+		{"the latest replaces", []reply{{10, 100, 5}, {20, 50, 1}}, "50 1"},
+		{"an earlier one it covers goes", []reply{{20, 100, 1}, {10, 90, 5}}, "100 1"},
+		{"an earlier one at a faster rate stays", []reply{{20, 100, 5}, {10, 90, 1}}, "100 5 90 1"},
+		{"an earlier one ending later stays", []reply{{20, 100, 1}, {10, 110, 5}}, "100 1 110 5"},
+		{"two uncovered merge", []reply{{30, 100, 5}, {10, 90, 1}, {20, 95, 3}, {15, 120, 4}}, "100 5 120 1"},
+		{"a later one covering the other clears it", []reply{{20, 100, 5}, {10, 90, 1}, {30, 200, 1}}, "200 1"},
+		{"a later one past the other's end clears it", []reply{{20, 100, 5}, {10, 90, 1}, {95, 150, 5}}, "150 5"},
+		{"a drained key, then an earlier one", []reply{{20, 0, 5}, {10, 90, 1}}, "90 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var s sighting
+			for _, r := range tc.replies {
+				s.record(r.at, r.end, r.unit)
+			}
+			if got := s.arg(); got != tc.want {
+				t.Errorf("arg() = %q; want %q", got, tc.want)
+			}
+		})
+	}
+}

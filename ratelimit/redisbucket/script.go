@@ -61,7 +61,8 @@ import (
 //	ARGV[4]  the time until which the caller last saw the key hold a
 //	         bucket, in server microseconds since 1970, and the
 //	         nanoseconds per unit of the call that saw it, apart by a
-//	         space ("1764400000000000 20"), or 0 if it saw none
+//	         space ("1764400000000000 20"); or two such pairs (see
+//	         sighting); or 0 if it saw none
 //	ARGV[5]  take, check, reserve, cancel, allow: the cost in nanoseconds;
 //	         pause: the length of the pause in nanoseconds
 //	ARGV[6]  reserve: the time left before the caller's deadline in
@@ -159,22 +160,30 @@ if cur then
   e, t, su, sp, pause, r, n = struct.unpack('>ddddddd', cur)
   now = (sec - e) * 1e9 + now
 elseif seen ~= '0' then
-  local gap = string.find(seen, ' ', 1, true)
-  local se, sunit = tonumber(string.sub(seen, 1, gap - 1)), tonumber(string.sub(seen, gap + 1))
-  if se > sec * 1e6 + usec then
-    -- The caller saw the key hold a bucket until after now, and the key
-    -- outlives that (see linger): it was lost. It comes back full, and no
-    -- earlier than the caller saw it end.
-    local back = up(se, -sec * 1e6) * 1000
-    if back >= 2^53 then back = back * (1 + 2^-50) end
-    if sunit < u then
-      -- Seen at a faster rate than the caller's (SetRate slowed it since):
-      -- the units left now drain at the caller's rate, which keeps them,
-      -- as a rescaling does.
-      back = up(now, math.min(math.ceil(up(back, -now) / sunit * u * (1 + 2^-50)), 2^1000))
+  -- One sighting or two, each an end and a unit.
+  local back, from = 0, 1
+  while from do
+    local a = string.find(seen, ' ', from, true)
+    local b = string.find(seen, ' ', a + 1, true)
+    local se = tonumber(string.sub(seen, from, a - 1))
+    local sunit = tonumber(string.sub(seen, a + 1, b and b - 1 or -1))
+    if se > sec * 1e6 + usec then
+      -- The caller saw the key hold a bucket until after now, and the key
+      -- outlives that (see linger): it was lost. It comes back full, and
+      -- no earlier than the caller saw it end.
+      local end_ = up(se, -sec * 1e6) * 1000
+      if end_ >= 2^53 then end_ = end_ * (1 + 2^-50) end
+      if sunit < u then
+        -- Seen at a faster rate than the caller's (SetRate slowed it
+        -- since): the units left now drain at the caller's rate, which
+        -- keeps them, as a rescaling does.
+        end_ = up(now, math.min(math.ceil(up(end_, -now) / sunit * u * (1 + 2^-50)), 2^1000))
+      end
+      back = math.max(back, end_)
     end
-    t, dirty = math.max(up(now, period), back), true
+    from = b and b + 1
   end
+  if back > 0 then t, dirty = math.max(up(now, period), back), true end
 end
 -- The key outlives the time it holds the bucket until by more than a
 -- millisecond: PX counts whole milliseconds from the start of the script,
@@ -386,16 +395,29 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 }
 
 // A sighting is what a Limiter last learned of its key from Redis: until
-// when the key holds the bucket. The script writes a missing key back full
-// if a caller saw it hold a bucket that should not have drained yet.
+// when the key holds the bucket, and at what rate that was seen. The script
+// writes a missing key back full if a caller saw it hold a bucket that
+// should not have drained yet, with the units seen at a faster rate
+// converted to the caller's.
 //
 // Each process knows only what its own replies said; nothing of it is in
 // Redis, which is what may lose the key.
+//
+// The reply of the latest server time is the key's state, and replaces
+// the one before it. A reply of an earlier server time (one that another
+// call's overtook, or one after the server's clock stepped back, which the
+// turns reserved since must not be forgotten in) is kept beside it, as
+// other, unless the latest covers it: ends no earlier, seen at a rate no
+// slower, so that it writes back at least as much for a caller of any
+// rate. Two such replies that neither covers are merged into one that
+// covers both: the later end, at the faster rate (stricter than either).
 type sighting struct {
 	mu   sync.Mutex
 	at   int64   // the server's time of the latest reply, in µs since 1970
 	end  float64 // until when it said the key holds the bucket, µs since 1970, rounded up; 0 if not at all
 	unit float64 // the nanoseconds per unit of the call that had the reply
+
+	otherEnd, otherUnit float64 // a reply of an earlier time that end and unit do not cover; 0 if none
 
 	// latest, if not nil, is where a Keyed keeps the server's time of the
 	// latest reply on any of its keys, which tells the sightings that have
@@ -403,14 +425,24 @@ type sighting struct {
 	latest *atomic.Int64
 }
 
-// record keeps what a reply said, unless a reply of a later server time was
-// recorded already and said the key holds the bucket for at least as long:
-// a reply from before a server's clock stepped back, or one that overtook
-// this one, must not hide the turns reserved since.
+// covers reports whether a sighting of end and unit writes back at least
+// what one of oEnd and oUnit would, for a caller of any rate.
+func covers(end, unit, oEnd, oUnit float64) bool { return oEnd == 0 || end >= oEnd && unit <= oUnit }
+
+// record keeps what a reply of server time at said (see sighting).
 func (s *sighting) record(at int64, end, unit float64) {
 	s.mu.Lock()
-	if at >= s.at || end > s.end {
-		s.at, s.end, s.unit = max(s.at, at), end, unit
+	switch {
+	case at >= s.at:
+		s.at, s.end, s.unit = at, end, unit
+		if s.otherEnd <= float64(at) || covers(end, unit, s.otherEnd, s.otherUnit) {
+			s.otherEnd, s.otherUnit = 0, 0 // run out, or covered
+		}
+	case covers(s.end, s.unit, end, unit):
+	case covers(end, unit, s.otherEnd, s.otherUnit):
+		s.otherEnd, s.otherUnit = end, unit
+	case !covers(s.otherEnd, s.otherUnit, end, unit):
+		s.otherEnd, s.otherUnit = max(s.otherEnd, end), min(s.otherUnit, unit)
 	}
 	s.mu.Unlock()
 	if s.latest != nil {
@@ -419,16 +451,33 @@ func (s *sighting) record(at int64, end, unit float64) {
 	}
 }
 
-// arg returns the sighting as the script's ARGV[4]: its end and its unit,
-// each the shortest decimal that Lua reads back as the same float64, or 0.
+// last returns the latest time until which the sighting says the key holds
+// the bucket.
+func (s *sighting) last() float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return max(s.end, s.otherEnd)
+}
+
+// arg returns the sighting as the script's ARGV[4]: each end that is not 0
+// and its unit, each the shortest decimal that Lua reads back as the same
+// float64, or 0.
 func (s *sighting) arg() string {
 	s.mu.Lock()
-	end, unit := s.end, s.unit
+	end, unit, oEnd, oUnit := s.end, s.unit, s.otherEnd, s.otherUnit
 	s.mu.Unlock()
-	if end == 0 {
-		return "0"
+	pair := func(e, u float64) string {
+		return strconv.FormatFloat(e, 'g', -1, 64) + " " + strconv.FormatFloat(u, 'g', -1, 64)
 	}
-	return strconv.FormatFloat(end, 'g', -1, 64) + " " + strconv.FormatFloat(unit, 'g', -1, 64)
+	switch {
+	case end != 0 && oEnd != 0:
+		return pair(end, unit) + " " + pair(oEnd, oUnit)
+	case end != 0:
+		return pair(end, unit)
+	case oEnd != 0:
+		return pair(oEnd, oUnit)
+	}
+	return "0"
 }
 
 // reservation is a reserve's nonce and its reply.
