@@ -4,8 +4,9 @@ package redisbucket
 // the limiter saw in it, converted to a slower rate that SetRate set since,
 // to the nanosecond, and no more; a key that drained and expired is not
 // taken for a lost one; a server clock that stepped back does not hide the
-// turns reserved since. Each test first failed, as its comment says, on
-// the change that converted the sighting in Go (56a77bd) or before it.
+// turns reserved since, nor makes a key come back fuller than it was. Each
+// test failed, as its comment says, before these fixes or on an earlier
+// version of them.
 
 import (
 	"context"
@@ -495,4 +496,158 @@ func TestLostKeyAfterStepBackFasterReplyKept(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestStepBackExpiredKeyStaysEmpty: after the server's clock stepped
+// back, every reply is of an earlier server time than the one before the
+// step, so each goes to the other slot. A first version of that slot
+// merged replies that did not cover each other into (the later end, the
+// faster unit): a take at the slow rate (long end), then SetRate to a
+// faster rate (short end, fast unit), merged into (the slow end, the fast
+// unit), which covered SetRate back to the slow rate. The key drained and
+// expired (no loss), but the merged end was still ahead: the key was
+// taken for lost, and the slow caller converted the slow end's lead as if
+// it were fast units, ratio times the units the key ever held. The slot
+// now holds the latest of those replies.
+//
+// New(10, 10s) (1s a unit); a Level at 0 (empty). The server's clock
+// steps back 1h. At 2s TryAcquire(10): the key holds 10s. At 3s
+// SetRate(fast): the 9 units left drain at the fast rate; 5 of them drain;
+// SetRate(10, 10s): 4 units, 4s. The key drains at about 7.005s and
+// expires. At 8s the exact bucket is empty; the key came back with 4000
+// units (1h07m to drain) after a 1000x faster rate, 4e9 (127 years) after
+// a 1e9x one.
+func TestStepBackExpiredKeyStaysEmpty(t *testing.T) {
+	addr := redisAddr(t)
+	for _, tc := range []struct {
+		name    string
+		fast    float64       // units per 10s
+		drained time.Duration // at the fast rate: 5 units
+	}{
+		{"fast 1000x", 10000, 5 * time.Millisecond},
+		{"fast 1e9x", 1e10, 5 * time.Nanosecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+				ctx := context.Background()
+				rdb := newClient(t, addr)
+				key := testKey(t, rdb)
+				var behind atomic.Int64
+				lim := onMockTimeOffset(New(rdb, key, 10, 10*time.Second, WithClock(c)), c, &behind)
+				b := newExactBucket(10, 10*time.Second)
+				if _, err := lim.Level(ctx); err != nil {
+					t.Fatal(err)
+				}
+				behind.Store(int64(time.Hour)) // the server's clock steps back 1h
+				c.AdvanceTo(t, 2*time.Second)
+				if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
+					t.Fatalf("TryAcquire(10) at 2s = %v, %v", ok, err)
+				}
+				if err := b.admit(c.Now(), 10); err != nil {
+					t.Fatal(err)
+				}
+				c.AdvanceTo(t, 3*time.Second)
+				if err := lim.SetRate(ctx, tc.fast, 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				b.setRate(c.Now(), tc.fast, 10*time.Second)
+				c.Advance(tc.drained)
+				if err := lim.SetRate(ctx, 10, 10*time.Second); err != nil {
+					t.Fatal(err)
+				}
+				b.setRate(c.Now(), 10, 10*time.Second)
+				sightingArg := lim.seen.arg()
+				c.AdvanceTo(t, 8*time.Second)
+				b.drainTo(c.Now())
+				exact, _ := b.level.Float64()
+				// The bucket drained at about 7.005s; its key expired 3ms later
+				// (the mock script keeps keys an hour).
+				if err := rdb.Del(ctx, key).Err(); err != nil {
+					t.Fatal(err)
+				}
+				lv, err := lim.Level(ctx)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if lv > 10 {
+					t.Errorf("one process, no key lost: server clock stepped back 1h, TryAcquire(10) at 2s, SetRate(%v, 10s) at 3s, "+
+						"SetRate(10, 10s) at 3s+%v; the key drained and expired; at 8s the exact bucket holds %v units, "+
+						"but the key came back with %v units (capacity 10, %v to drain); sighting was %q",
+						tc.fast, tc.drained, exact, lv, time.Duration(lv*float64(time.Second)), sightingArg)
+				}
+			})
+		})
+	}
+}
+
+// TestOvertakenRepliesDoNotInflateLostKey: no clock step. Three calls of
+// one Limiter run in order on the server (X: a take at the slow rate, Y:
+// SetRate to a 1000x faster one, Z: SetRate back), as concurrent calls
+// with SetRate between them do, and their replies are recorded in the
+// order Z, X, Y (goroutines scheduled late). Z (slow, an earlier end than
+// X: Y's time drained fast) covers neither; X and Y neither cover the
+// other and merged into (X's end, Y's unit). The key is lost; a slow
+// caller converted X's lead as if fast: 1000 times the units. Now Z is
+// the state, and X and Y, older, each in turn the other.
+//
+// New(10, 10s); TryAcquire(10) at 0 (end 10s); SetRate(10000, 10s) at 1s
+// (9ms); SetRate(10, 10s) at 1.005s (4 units, end 5.005s). The key is
+// lost at 2s, when it holds 3.005 units.
+func TestOvertakenRepliesDoNotInflateLostKey(t *testing.T) {
+	addr := redisAddr(t)
+	clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		lim := onMockTime(New(rdb, key, 10, 10*time.Second, WithClock(c)), c)
+		b := newExactBucket(10, 10*time.Second)
+		type reply struct {
+			at        int64
+			end, unit float64
+		}
+		var replies []reply
+		grab := func() {
+			s := lim.seen
+			replies = append(replies, reply{s.at, s.end, s.unit})
+			lim.seen = new(sighting)
+		}
+		if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
+			t.Fatalf("TryAcquire(10) = %v, %v", ok, err)
+		}
+		if err := b.admit(c.Now(), 10); err != nil {
+			t.Fatal(err)
+		}
+		grab()
+		c.AdvanceTo(t, time.Second)
+		if err := lim.SetRate(ctx, 10000, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		b.setRate(c.Now(), 10000, 10*time.Second)
+		grab()
+		c.Advance(5 * time.Millisecond)
+		if err := lim.SetRate(ctx, 10, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		b.setRate(c.Now(), 10, 10*time.Second)
+		grab()
+		for _, i := range []int{2, 0, 1} { // recorded as Z, X, Y
+			lim.seen.record(replies[i].at, replies[i].end, replies[i].unit)
+		}
+		arg := lim.seen.arg()
+		c.AdvanceTo(t, 2*time.Second)
+		if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+			t.Fatal(err)
+		}
+		b.drainTo(c.Now())
+		exact, _ := b.level.Float64()
+		lv, err := lim.Level(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if lv > 10 {
+			t.Errorf("one process, no clock step: TryAcquire(10) at 0, SetRate(10000, 10s) at 1s, SetRate(10, 10s) at 1.005s, "+
+				"replies recorded Z, X, Y; key lost at 2s, when the exact bucket holds %v units: it came back with %v units "+
+				"(capacity 10, %v to drain); sighting %q", exact, lv, time.Duration(lv*float64(time.Second)), arg)
+		}
+	})
 }

@@ -125,9 +125,9 @@ func TestAcquireTurnPastCenturiesRefused(t *testing.T) {
 }
 
 // TestSightingKeepsWhatNoReplyCovers: the reply of the latest server time
-// is the key's state; one of an earlier time is kept beside it unless the
-// latest ends no earlier at a rate no slower; two that neither covers are
-// merged into the later end at the faster rate; what ran out goes.
+// is the key's state; the latest of the replies of an earlier time is kept
+// beside it unless the latest ends no earlier at a rate no slower; a reply
+// older than both goes; so does what ran out.
 func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 	type reply struct {
 		at        int64
@@ -143,7 +143,8 @@ func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 		{"an earlier one it covers goes", []reply{{20, 100, 1}, {10, 90, 5}}, "100 1"},
 		{"an earlier one at a faster rate stays", []reply{{20, 100, 5}, {10, 90, 1}}, "100 5 90 1"},
 		{"an earlier one ending later stays", []reply{{20, 100, 1}, {10, 110, 5}}, "100 1 110 5"},
-		{"two uncovered merge", []reply{{30, 100, 5}, {10, 90, 1}, {20, 95, 3}, {15, 120, 4}}, "100 5 120 1"},
+		{"the latest of the earlier ones replaces the other", []reply{{30, 100, 5}, {10, 90, 1}, {20, 95, 3}}, "100 5 95 3"},
+		{"one older than both goes", []reply{{30, 100, 5}, {20, 95, 3}, {15, 120, 4}}, "100 5 95 3"},
 		{"a later one covering the other clears it", []reply{{20, 100, 5}, {10, 90, 1}, {30, 200, 1}}, "200 1"},
 		{"a later one past the other's end clears it", []reply{{20, 100, 5}, {10, 90, 1}, {95, 150, 5}}, "150 5"},
 		{"a drained key, then an earlier one", []reply{{20, 0, 5}, {10, 90, 1}}, "90 1"},

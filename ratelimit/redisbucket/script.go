@@ -404,20 +404,25 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 // Redis, which is what may lose the key.
 //
 // The reply of the latest server time is the key's state, and replaces
-// the one before it. A reply of an earlier server time (one that another
-// call's overtook, or one after the server's clock stepped back, which the
-// turns reserved since must not be forgotten in) is kept beside it, as
-// other, unless the latest covers it: ends no earlier, seen at a rate no
-// slower, so that it writes back at least as much for a caller of any
-// rate. Two such replies that neither covers are merged into one that
-// covers both: the later end, at the faster rate (stricter than either).
+// the one before it. After the server's clock steps back, the replies come
+// with earlier times than that one until the clock catches up, and the
+// turns reserved and units taken meanwhile must not be forgotten: so the
+// latest of the replies of an earlier time is kept too, as other, and
+// replaced by a later one of them, unless the latest reply covers it (ends
+// no earlier, seen at a rate no slower), so that it would write back at
+// least as much for a caller of any rate. A reply older than both is one
+// that another call's overtook: the later state holds its units, and it
+// is dropped.
 type sighting struct {
 	mu   sync.Mutex
 	at   int64   // the server's time of the latest reply, in µs since 1970
 	end  float64 // until when it said the key holds the bucket, µs since 1970, rounded up; 0 if not at all
 	unit float64 // the nanoseconds per unit of the call that had the reply
 
-	otherEnd, otherUnit float64 // a reply of an earlier time that end and unit do not cover; 0 if none
+	// The latest reply of a time before at that end and unit do not
+	// cover; otherEnd 0 if none.
+	otherAt             int64
+	otherEnd, otherUnit float64
 
 	// latest, if not nil, is where a Keyed keeps the server's time of the
 	// latest reply on any of its keys, which tells the sightings that have
@@ -438,11 +443,11 @@ func (s *sighting) record(at int64, end, unit float64) {
 		if s.otherEnd <= float64(at) || covers(end, unit, s.otherEnd, s.otherUnit) {
 			s.otherEnd, s.otherUnit = 0, 0 // run out, or covered
 		}
-	case covers(s.end, s.unit, end, unit):
-	case covers(end, unit, s.otherEnd, s.otherUnit):
-		s.otherEnd, s.otherUnit = end, unit
-	case !covers(s.otherEnd, s.otherUnit, end, unit):
-		s.otherEnd, s.otherUnit = max(s.otherEnd, end), min(s.otherUnit, unit)
+	case at >= s.otherAt:
+		s.otherAt, s.otherEnd, s.otherUnit = at, end, unit
+		if covers(s.end, s.unit, end, unit) {
+			s.otherEnd, s.otherUnit = 0, 0
+		}
 	}
 	s.mu.Unlock()
 	if s.latest != nil {
