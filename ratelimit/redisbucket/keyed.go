@@ -49,7 +49,7 @@ type Keyed struct {
 	memory int                  // the most sightings kept
 }
 
-// keyedMemory is how many keys' sightings a Keyed keeps: about 100 bytes
+// keyedMemory is how many keys' sightings a Keyed keeps: about 150 bytes
 // each, with its Redis key.
 const keyedMemory = 10_000
 

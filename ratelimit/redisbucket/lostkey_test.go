@@ -125,9 +125,10 @@ func TestAcquireTurnPastCenturiesRefused(t *testing.T) {
 }
 
 // TestSightingKeepsWhatNoReplyCovers: the reply of the latest server time
-// is the key's state; the latest of the replies of an earlier time is kept
-// beside it unless the latest ends no earlier at a rate no slower; a reply
-// older than both goes; so does what ran out.
+// is the key's state; the replies of an earlier time are kept beside it in
+// the order they came, unless the state or a reply that came after covers
+// them (ends no earlier, at a rate no slower), or a reply that came after
+// is of a time past their end; at most maxRecent.
 func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 	type reply struct {
 		at        int64
@@ -143,11 +144,12 @@ func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 		{"an earlier one it covers goes", []reply{{20, 100, 1}, {10, 90, 5}}, "100 1"},
 		{"an earlier one at a faster rate stays", []reply{{20, 100, 5}, {10, 90, 1}}, "100 5 90 1"},
 		{"an earlier one ending later stays", []reply{{20, 100, 1}, {10, 110, 5}}, "100 1 110 5"},
-		{"the latest of the earlier ones replaces the other", []reply{{30, 100, 5}, {10, 90, 1}, {20, 95, 3}}, "100 5 95 3"},
-		{"one older than both goes", []reply{{30, 100, 5}, {20, 95, 3}, {15, 120, 4}}, "100 5 95 3"},
-		{"a later one covering the other clears it", []reply{{20, 100, 5}, {10, 90, 1}, {30, 200, 1}}, "200 1"},
-		{"a later one past the other's end clears it", []reply{{20, 100, 5}, {10, 90, 1}, {95, 150, 5}}, "150 5"},
+		{"earlier ones stay in the order they came", []reply{{30, 100, 5}, {10, 90, 1}, {20, 95, 3}, {5, 80, 2}}, "100 5 90 1 95 3 80 2"},
+		{"one a later one covers goes", []reply{{30, 100, 5}, {20, 95, 3}, {10, 96, 2}}, "100 5 96 2"},
+		{"one that ran out by a later one's time goes", []reply{{300, 400, 5}, {10, 90, 1}, {100, 150, 1}}, "400 5 150 1"},
+		{"a later state covering them clears them", []reply{{20, 100, 5}, {10, 90, 1}, {30, 200, 1}}, "200 1"},
 		{"a drained key, then an earlier one", []reply{{20, 0, 5}, {10, 90, 1}}, "90 1"},
+		{"at most maxRecent", []reply{{100, 100, 9}, {1, 91, 1}, {2, 92, 1.5}, {3, 93, 2}, {4, 94, 2.5}, {5, 95, 3}}, "100 9 92 1.5 93 2 94 2.5 95 3"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s sighting

@@ -61,7 +61,7 @@ import (
 //	ARGV[4]  the time until which the caller last saw the key hold a
 //	         bucket, in server microseconds since 1970, and the
 //	         nanoseconds per unit of the call that saw it, apart by a
-//	         space ("1764400000000000 20"); or two such pairs (see
+//	         space ("1764400000000000 20"); or several such pairs (see
 //	         sighting); or 0 if it saw none
 //	ARGV[5]  take, check, reserve, cancel, allow: the cost in nanoseconds;
 //	         pause: the length of the pause in nanoseconds
@@ -160,7 +160,7 @@ if cur then
   e, t, su, sp, pause, r, n = struct.unpack('>ddddddd', cur)
   now = (sec - e) * 1e9 + now
 elseif seen ~= '0' then
-  -- One sighting or two, each an end and a unit.
+  -- One sighting or more, each an end and a unit.
   local back, from = 0, 1
   while from do
     local a = string.find(seen, ' ', from, true)
@@ -404,31 +404,38 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 // Redis, which is what may lose the key.
 //
 // The reply of the latest server time is the key's state, and replaces
-// the one before it. After the server's clock steps back, the replies come
-// with earlier times than that one until the clock catches up, and the
-// turns reserved and units taken meanwhile must not be forgotten: so the
-// latest of the replies of an earlier time is kept too, as other, and
-// replaced by a later one of them, unless the latest reply covers it (ends
-// no earlier, seen at a rate no slower), so that it would write back at
-// least as much for a caller of any rate. A reply older than both is one
-// that another call's overtook: the later state holds its units, and it
-// is dropped.
+// the one before it. But replies of an earlier time are not always older:
+// after the server's clock steps back, every reply has an earlier time
+// than the last one before the step until the clock catches up (a failover
+// to a replica whose clock is behind, and a second one), and the turns
+// reserved and units taken meanwhile must not be forgotten. So the replies
+// of an earlier time are kept too, as recent, in the order they came,
+// unless the state or a reply that came after covers them (ends no
+// earlier, seen at a rate no slower: it writes back at least as much for a
+// caller of any rate), or their end is not after the time of a reply that
+// came after. The script writes back the most of them all. Each is a state
+// the key was in, so that the key never comes back fuller than it was. At
+// most maxRecent are kept: more would take more replies overtaking each
+// other across a step back than a process makes.
 type sighting struct {
 	mu   sync.Mutex
 	at   int64   // the server's time of the latest reply, in µs since 1970
 	end  float64 // until when it said the key holds the bucket, µs since 1970, rounded up; 0 if not at all
 	unit float64 // the nanoseconds per unit of the call that had the reply
 
-	// The latest reply of a time before at that end and unit do not
-	// cover; otherEnd 0 if none.
-	otherAt             int64
-	otherEnd, otherUnit float64
+	recent []seenReply // replies of an earlier time than at, oldest first
 
 	// latest, if not nil, is where a Keyed keeps the server's time of the
-	// latest reply on any of its keys, which tells the sightings that have
-	// run out (see Keyed.sighting).
+	// reply that came last on any of its keys, which tells the sightings
+	// that have run out (see Keyed.sighting): after a step back, it follows
+	// the server's clock back.
 	latest *atomic.Int64
 }
+
+// seenReply is a reply's end and unit, as in sighting.
+type seenReply struct{ end, unit float64 }
+
+const maxRecent = 4
 
 // covers reports whether a sighting of end and unit writes back at least
 // what one of oEnd and oUnit would, for a caller of any rate.
@@ -437,22 +444,31 @@ func covers(end, unit, oEnd, oUnit float64) bool { return oEnd == 0 || end >= oE
 // record keeps what a reply of server time at said (see sighting).
 func (s *sighting) record(at int64, end, unit float64) {
 	s.mu.Lock()
-	switch {
-	case at >= s.at:
+	if at >= s.at {
 		s.at, s.end, s.unit = at, end, unit
-		if s.otherEnd <= float64(at) || covers(end, unit, s.otherEnd, s.otherUnit) {
-			s.otherEnd, s.otherUnit = 0, 0 // run out, or covered
+	} else {
+		s.recent = append(s.recent, seenReply{end, unit})
+	}
+	kept := s.recent[:0]
+	for i, r := range s.recent {
+		if r.end <= float64(at) || covers(s.end, s.unit, r.end, r.unit) {
+			continue // run out, or covered by the state
 		}
-	case at >= s.otherAt:
-		s.otherAt, s.otherEnd, s.otherUnit = at, end, unit
-		if covers(s.end, s.unit, end, unit) {
-			s.otherEnd, s.otherUnit = 0, 0
+		later := false
+		for _, q := range s.recent[i+1:] {
+			later = later || covers(q.end, q.unit, r.end, r.unit)
+		}
+		if !later {
+			kept = append(kept, r)
 		}
 	}
+	if n := len(kept); n > maxRecent {
+		kept = append(kept[:0], kept[n-maxRecent:]...)
+	}
+	s.recent = kept
 	s.mu.Unlock()
 	if s.latest != nil {
-		for v := s.latest.Load(); at > v && !s.latest.CompareAndSwap(v, at); v = s.latest.Load() {
-		}
+		s.latest.Store(at)
 	}
 }
 
@@ -461,28 +477,39 @@ func (s *sighting) record(at int64, end, unit float64) {
 func (s *sighting) last() float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return max(s.end, s.otherEnd)
+	end := s.end
+	for _, r := range s.recent {
+		end = max(end, r.end)
+	}
+	return end
 }
 
 // arg returns the sighting as the script's ARGV[4]: each end that is not 0
 // and its unit, each the shortest decimal that Lua reads back as the same
-// float64, or 0.
+// float64, apart by spaces, or 0.
 func (s *sighting) arg() string {
 	s.mu.Lock()
-	end, unit, oEnd, oUnit := s.end, s.unit, s.otherEnd, s.otherUnit
-	s.mu.Unlock()
-	pair := func(e, u float64) string {
-		return strconv.FormatFloat(e, 'g', -1, 64) + " " + strconv.FormatFloat(u, 'g', -1, 64)
+	defer s.mu.Unlock()
+	var b []byte
+	pair := func(e, u float64) {
+		if e == 0 {
+			return
+		}
+		if b != nil {
+			b = append(b, ' ')
+		}
+		b = strconv.AppendFloat(b, e, 'g', -1, 64)
+		b = append(b, ' ')
+		b = strconv.AppendFloat(b, u, 'g', -1, 64)
 	}
-	switch {
-	case end != 0 && oEnd != 0:
-		return pair(end, unit) + " " + pair(oEnd, oUnit)
-	case end != 0:
-		return pair(end, unit)
-	case oEnd != 0:
-		return pair(oEnd, oUnit)
+	pair(s.end, s.unit)
+	for _, r := range s.recent {
+		pair(r.end, r.unit)
 	}
-	return "0"
+	if b == nil {
+		return "0"
+	}
+	return string(b)
 }
 
 // reservation is a reserve's nonce and its reply.
