@@ -101,13 +101,14 @@
 // eviction under maxmemory, a failover to a replica that missed the last
 // writes. Each Limiter remembers, from the last reply it had, until when
 // the key holds the bucket and at what rate (the key itself lives a few
-// milliseconds longer, so that its expiry is never taken for a loss), and
-// from the replies since that came with an earlier server time, as after
-// the server's clock stepped back, the same. A call that finds the key
-// missing before then writes it back full, and no emptier than the most
-// of those: the units taken before the loss, also at a faster rate before
-// a SetRate that slowed it, and the turns that callers waiting in this
-// process or seen by it hold, still count, and no burst passes. The
+// milliseconds longer, so that its expiry is never taken for a loss); of
+// calls that were in flight together, whose order on the server it cannot
+// know (the server's time cannot tell, once its clock has stepped back),
+// it remembers each reply. A call that finds the key missing before then
+// writes it back full, and no emptier than the most of those: the units
+// taken before the loss, also at a faster rate before a SetRate that
+// slowed it, and the turns that callers waiting in this process or seen by
+// it hold, still count, and no burst passes. The
 // memory is each process's own (Redis, which lost the key, cannot keep
 // it), so what may still pass beyond the rate after a loss is bounded by
 // one burst (MaxRate units) plus the units that callers had reserved and

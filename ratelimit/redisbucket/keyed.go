@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -26,7 +25,7 @@ import (
 // A Keyed holds no goroutine and no connection of its own, and needs no
 // Close. Each call makes the Limiter of its key on the spot, without a
 // round trip; all of them share the Keyed's rate, clock and timeout. Per
-// key, the Keyed keeps only what the last reply said of its bucket (until
+// key, the Keyed keeps only what the last replies said of its bucket (until
 // when the Redis key holds units), and for at most 10,000 keys, preferring
 // to forget those whose bucket has drained: it is what lets a call write
 // back a key that Redis lost (see Lost state in the package
@@ -42,7 +41,7 @@ type Keyed struct {
 
 	// latest is the server's time of the latest reply on any key, in µs
 	// since 1970: a sighting whose end is not after it has run out.
-	latest atomic.Int64
+	latest serverNow
 
 	mu     sync.Mutex
 	seen   map[string]*sighting // by Redis key
@@ -138,7 +137,7 @@ func (k *Keyed) sighting(rkey string) *sighting {
 // still holds loses only what its reply says, which the next call on the
 // key learns again. k.mu is held.
 func (k *Keyed) forget() {
-	now := float64(k.latest.Load())
+	now := float64(k.latest.load())
 	victim, soonest, n := "", math.Inf(1), 0
 	for rkey, s := range k.seen {
 		end := s.last()

@@ -499,14 +499,14 @@ func TestKeyedBadInput(t *testing.T) {
 func TestKeyedForgets(t *testing.T) {
 	k := NewKeyed(newClient(t, "127.0.0.1:1"), "p:", 1, time.Second)
 	k.memory = 4
-	k.latest.Store(1000)
+	k.latest.record(k.latest.send(), 1000)
 	ends := map[string]float64{"live1": 5000, "dead1": 999, "live2": 3000, "dead2": 0}
 	for key, end := range ends {
 		k.Key(key).seen.record(1000, end, 1)
 	}
 	kept := k.Key("live1").seen
-	if len(k.seen) != 4 || kept.end != 5000 {
-		t.Fatalf("%d sightings, live1 ends at %v; want 4, and 5000", len(k.seen), kept.end)
+	if len(k.seen) != 4 || kept.last() != 5000 {
+		t.Fatalf("%d sightings, live1 ends at %v; want 4, and 5000", len(k.seen), kept.last())
 	}
 	k.Key("new1").seen.record(1000, 4000, 1)
 	k.Key("new2").seen.record(1000, 4000, 1)

@@ -601,14 +601,9 @@ func TestOvertakenRepliesDoNotInflateLostKey(t *testing.T) {
 		key := testKey(t, rdb)
 		lim := onMockTime(New(rdb, key, 10, 10*time.Second, WithClock(c)), c)
 		b := newExactBucket(10, 10*time.Second)
-		type reply struct {
-			at        int64
-			end, unit float64
-		}
-		var replies []reply
+		var replies []seenReply
 		grab := func() {
-			s := lim.seen
-			replies = append(replies, reply{s.at, s.end, s.unit})
+			replies = append(replies, lim.seen.kept...)
 			lim.seen = new(sighting)
 		}
 		if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
@@ -630,8 +625,11 @@ func TestOvertakenRepliesDoNotInflateLostKey(t *testing.T) {
 		}
 		b.setRate(c.Now(), 10, 10*time.Second)
 		grab()
-		for _, i := range []int{2, 0, 1} { // recorded as Z, X, Y
-			lim.seen.record(replies[i].at, replies[i].end, replies[i].unit)
+		// The three calls in flight together, their replies recorded as
+		// Z, X, Y.
+		sent := []ticket{lim.seen.send(), lim.seen.send(), lim.seen.send()}
+		for _, i := range []int{2, 0, 1} {
+			lim.seen.recordSent(sent[i], 0, replies[i].end, replies[i].unit)
 		}
 		arg := lim.seen.arg()
 		c.AdvanceTo(t, 2*time.Second)

@@ -124,41 +124,59 @@ func TestAcquireTurnPastCenturiesRefused(t *testing.T) {
 	})
 }
 
-// TestSightingKeepsWhatNoReplyCovers: the reply of the latest server time
-// is the key's state; the replies of an earlier time are kept beside it in
-// the order they came, unless the state or a reply that came after covers
-// them (ends no earlier, at a rate no slower), or a reply that came after
-// is of a time past their end; at most maxRecent.
+// TestSightingKeepsWhatNoReplyCovers: a reply replaces those received
+// before its call was sent; of calls in flight together, each reply is
+// kept unless another kept covers it (ends no earlier, at a rate no
+// slower); at most maxKept, the last received.
 func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
-	type reply struct {
-		at        int64
+	type call struct {
 		end, unit float64
 	}
 	for _, tc := range []struct {
-		name    string
-		replies []reply
-		want    string
+		name  string
+		calls []call
+		sends []int // the order the calls are sent in: indexes into calls
+		recvs []int // the order their replies are recorded in
+		want  string
 	}{
-		{"none", nil, "0"},
-		{"the latest replaces", []reply{{10, 100, 5}, {20, 50, 1}}, "50 1"},
-		{"an earlier one it covers goes", []reply{{20, 100, 1}, {10, 90, 5}}, "100 1"},
-		{"an earlier one at a faster rate stays", []reply{{20, 100, 5}, {10, 90, 1}}, "100 5 90 1"},
-		{"an earlier one ending later stays", []reply{{20, 100, 1}, {10, 110, 5}}, "100 1 110 5"},
-		{"earlier ones stay in the order they came", []reply{{30, 100, 5}, {10, 90, 1}, {20, 95, 3}, {5, 80, 2}}, "100 5 90 1 95 3 80 2"},
-		{"one a later one covers goes", []reply{{30, 100, 5}, {20, 95, 3}, {10, 96, 2}}, "100 5 96 2"},
-		{"one that ran out by a later one's time goes", []reply{{300, 400, 5}, {10, 90, 1}, {100, 150, 1}}, "400 5 150 1"},
-		{"a later state covering them clears them", []reply{{20, 100, 5}, {10, 90, 1}, {30, 200, 1}}, "200 1"},
-		{"a drained key, then an earlier one", []reply{{20, 0, 5}, {10, 90, 1}}, "90 1"},
-		{"at most maxRecent", []reply{{100, 100, 9}, {1, 91, 1}, {2, 92, 1.5}, {3, 93, 2}, {4, 94, 2.5}, {5, 95, 3}}, "100 9 92 1.5 93 2 94 2.5 95 3"},
+		{"none", nil, nil, nil, "0"},
+		{"one after another: the last", []call{{100, 5}, {50, 1}}, nil, nil, "50 1"},
+		{"in flight together: both", []call{{100, 5}, {90, 1}}, []int{0, 1}, []int{0, 1}, "100 5 90 1"},
+		{"in flight together: one covering the other", []call{{90, 5}, {100, 1}}, []int{0, 1}, []int{0, 1}, "100 1"},
+		{"in flight together: one covered by the other", []call{{100, 1}, {90, 5}}, []int{0, 1}, []int{0, 1}, "100 1"},
+		{"in flight together, received in either order", []call{{100, 5}, {90, 1}}, []int{0, 1}, []int{1, 0}, "90 1 100 5"},
+		{"a drained key beside a live one", []call{{100, 5}, {0, 5}}, []int{0, 1}, []int{0, 1}, "100 5"},
+		{"at most maxKept", []call{{91, 1}, {92, 2}, {93, 3}, {94, 4}, {95, 5}, {96, 6}, {97, 7}, {98, 8}, {99, 9}, {100, 10}},
+			[]int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, "93 3 94 4 95 5 96 6 97 7 98 8 99 9 100 10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s sighting
-			for _, r := range tc.replies {
-				s.record(r.at, r.end, r.unit)
+			if tc.sends == nil {
+				for _, c := range tc.calls {
+					s.record(0, c.end, c.unit)
+				}
+			} else {
+				sent := make([]ticket, len(tc.calls))
+				for _, i := range tc.sends {
+					sent[i] = s.send()
+				}
+				for _, i := range tc.recvs {
+					s.recordSent(sent[i], 0, tc.calls[i].end, tc.calls[i].unit)
+				}
 			}
 			if got := s.arg(); got != tc.want {
 				t.Errorf("arg() = %q; want %q", got, tc.want)
 			}
 		})
+	}
+	// A call sent after the replies of calls in flight together were
+	// received replaces them all.
+	var s sighting
+	a, b := s.send(), s.send()
+	s.recordSent(a, 0, 100, 5)
+	s.recordSent(b, 0, 90, 1)
+	s.record(0, 50, 5)
+	if got := s.arg(); got != "50 5" {
+		t.Errorf("after a call sent once both replies came: arg() = %q; want %q", got, "50 5")
 	}
 }

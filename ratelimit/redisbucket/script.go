@@ -362,6 +362,7 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 	ctx, cancel := context.WithTimeout(ctx, l.timeout)
 	defer cancel()
 	argv := make([]any, 0, 7+2)
+	sent := l.seen.send()
 	argv = append(argv, op, p.unit, p.periodArg, l.seen.arg())
 	argv = append(argv, args...)
 	if l.serverTime != nil {
@@ -390,12 +391,12 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 	default:
 		return nil, &replyError{v}
 	}
-	l.seen.record(at, until, p.nsPerUnit)
+	l.seen.recordSent(sent, at, until, p.nsPerUnit)
 	return s[2:], nil
 }
 
-// A sighting is what a Limiter last learned of its key from Redis: until
-// when the key holds the bucket, and at what rate that was seen. The script
+// A sighting is what a Limiter learned of its key from Redis: until when
+// the key holds the bucket, and at what rate that was seen. The script
 // writes a missing key back full if a caller saw it hold a bucket that
 // should not have drained yet, with the units seen at a faster rate
 // converted to the caller's.
@@ -403,73 +404,124 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 // Each process knows only what its own replies said; nothing of it is in
 // Redis, which is what may lose the key.
 //
-// The reply of the latest server time is the key's state, and replaces
-// the one before it. But replies of an earlier time are not always older:
-// after the server's clock steps back, every reply has an earlier time
-// than the last one before the step until the clock catches up (a failover
-// to a replica whose clock is behind, and a second one), and the turns
-// reserved and units taken meanwhile must not be forgotten. So the replies
-// of an earlier time are kept too, as recent, in the order they came,
-// unless the state or a reply that came after covers them (ends no
+// A reply replaces those received before its call was sent: its call ran
+// on the server after theirs, and its state holds all they did. Replies of
+// calls that were in flight together ran in an order no one here knows
+// (the server's time cannot tell: after its clock steps back, as in a
+// failover to a replica whose clock is behind, a later call has an
+// earlier time), so each is kept, unless another kept covers it (ends no
 // earlier, seen at a rate no slower: it writes back at least as much for a
-// caller of any rate), or their end is not after the time of a reply that
-// came after. The script writes back the most of them all. Each is a state
-// the key was in, so that the key never comes back fuller than it was. At
-// most maxRecent are kept: more would take more replies overtaking each
-// other across a step back than a process makes.
+// caller of any rate); the script writes back the most of them. Each kept
+// reply is a state the key was in, so that the key never comes back fuller
+// than it was. At one rate the latest end covers the others, so only
+// calls in flight across a SetRate keep more than one; at most maxKept
+// are kept, the last received.
 type sighting struct {
-	mu   sync.Mutex
-	at   int64   // the server's time of the latest reply, in µs since 1970
-	end  float64 // until when it said the key holds the bucket, µs since 1970, rounded up; 0 if not at all
-	unit float64 // the nanoseconds per unit of the call that had the reply
+	mu    sync.Mutex
+	clock uint64      // counts the sends and receipts of this sighting's calls
+	kept  []seenReply // the replies no later one replaces or covers, in the order received
 
-	recent []seenReply // replies of an earlier time than at, oldest first
-
-	// latest, if not nil, is where a Keyed keeps the server's time of the
-	// reply that came last on any of its keys, which tells the sightings
-	// that have run out (see Keyed.sighting): after a step back, it follows
-	// the server's clock back.
-	latest *atomic.Int64
+	// latest, if not nil, is where a Keyed keeps the server's time, which
+	// tells the sightings that have run out (see Keyed.sighting).
+	latest *serverNow
 }
 
-// seenReply is a reply's end and unit, as in sighting.
-type seenReply struct{ end, unit float64 }
+// serverNow is the server's time as a Keyed knows it: that of the reply to
+// the call sent last, of those whose replies came. A reply that comes late
+// does not move it back to its time; after the server's clock steps back,
+// it follows.
+type serverNow struct {
+	sends atomic.Uint64 // counts the calls sent on every key
+	mu    sync.Mutex
+	sent  uint64 // the call whose reply set at
+	at    int64  // µs since 1970
+}
 
-const maxRecent = 4
+// send returns the number of a call about to be sent.
+func (n *serverNow) send() uint64 { return n.sends.Add(1) }
+
+// record takes at, the server's time in the reply to call sent, unless a
+// call sent later has replied.
+func (n *serverNow) record(sent uint64, at int64) {
+	n.mu.Lock()
+	if sent > n.sent {
+		n.sent, n.at = sent, at
+	}
+	n.mu.Unlock()
+}
+
+func (n *serverNow) load() int64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.at
+}
+
+// seenReply is a reply's end (µs since 1970, rounded up; 0 if the key held
+// no bucket), the nanoseconds per unit of its call, and when its call was
+// sent and its reply received, on the sighting's clock.
+type seenReply struct {
+	end, unit float64
+	sent, got uint64
+}
+
+const maxKept = 8
 
 // covers reports whether a sighting of end and unit writes back at least
 // what one of oEnd and oUnit would, for a caller of any rate.
 func covers(end, unit, oEnd, oUnit float64) bool { return oEnd == 0 || end >= oEnd && unit <= oUnit }
 
-// record keeps what a reply of server time at said (see sighting).
-func (s *sighting) record(at int64, end, unit float64) {
-	s.mu.Lock()
-	if at >= s.at {
-		s.at, s.end, s.unit = at, end, unit
-	} else {
-		s.recent = append(s.recent, seenReply{end, unit})
-	}
-	kept := s.recent[:0]
-	for i, r := range s.recent {
-		if r.end <= float64(at) || covers(s.end, s.unit, r.end, r.unit) {
-			continue // run out, or covered by the state
-		}
-		later := false
-		for _, q := range s.recent[i+1:] {
-			later = later || covers(q.end, q.unit, r.end, r.unit)
-		}
-		if !later {
-			kept = append(kept, r)
-		}
-	}
-	if n := len(kept); n > maxRecent {
-		kept = append(kept[:0], kept[n-maxRecent:]...)
-	}
-	s.recent = kept
-	s.mu.Unlock()
+// A ticket is when a call was sent: on its sighting's clock, and among the
+// calls of its Keyed.
+type ticket struct{ local, keyed uint64 }
+
+// send returns the ticket of a call about to be sent: taken before it is,
+// so that a reply received before it surely ran before the call.
+func (s *sighting) send() ticket {
+	var t ticket
 	if s.latest != nil {
-		s.latest.Store(at)
+		t.keyed = s.latest.send()
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clock++
+	t.local = s.clock
+	return t
+}
+
+// record keeps what a reply said, for a call sent and received now: as a
+// caller that makes one call at a time does.
+func (s *sighting) record(at int64, end, unit float64) { s.recordSent(s.send(), at, end, unit) }
+
+// recordSent keeps what the reply to the call of ticket t said: the
+// server's time at, the end, and the call's unit (see sighting).
+func (s *sighting) recordSent(t ticket, at int64, end, unit float64) {
+	if s.latest != nil {
+		s.latest.record(t.keyed, at)
+	}
+	sent := t.local
+	s.mu.Lock()
+	s.clock++
+	r := seenReply{end, unit, sent, s.clock}
+	kept := s.kept[:0]
+	for _, q := range s.kept {
+		// Received before the call was sent, it ran before: replaced.
+		if q.got >= sent && !covers(end, unit, q.end, q.unit) {
+			kept = append(kept, q)
+		}
+	}
+	// r is kept unless a reply kept covers it.
+	covered := false
+	for _, q := range kept {
+		covered = covered || covers(q.end, q.unit, end, unit)
+	}
+	if !covered || len(kept) == 0 {
+		kept = append(kept, r)
+	}
+	if n := len(kept); n > maxKept {
+		kept = append(kept[:0], kept[n-maxKept:]...)
+	}
+	s.kept = kept
+	s.mu.Unlock()
 }
 
 // last returns the latest time until which the sighting says the key holds
@@ -477,8 +529,8 @@ func (s *sighting) record(at int64, end, unit float64) {
 func (s *sighting) last() float64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	end := s.end
-	for _, r := range s.recent {
+	end := 0.0
+	for _, r := range s.kept {
 		end = max(end, r.end)
 	}
 	return end
@@ -491,20 +543,16 @@ func (s *sighting) arg() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var b []byte
-	pair := func(e, u float64) {
-		if e == 0 {
-			return
+	for _, r := range s.kept {
+		if r.end == 0 {
+			continue
 		}
 		if b != nil {
 			b = append(b, ' ')
 		}
-		b = strconv.AppendFloat(b, e, 'g', -1, 64)
+		b = strconv.AppendFloat(b, r.end, 'g', -1, 64)
 		b = append(b, ' ')
-		b = strconv.AppendFloat(b, u, 'g', -1, 64)
-	}
-	pair(s.end, s.unit)
-	for _, r := range s.recent {
-		pair(r.end, r.unit)
+		b = strconv.AppendFloat(b, r.unit, 'g', -1, 64)
 	}
 	if b == nil {
 		return "0"
