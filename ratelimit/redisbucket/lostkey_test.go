@@ -179,4 +179,13 @@ func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 	if got := s.arg(); got != "50 5" {
 		t.Errorf("after a call sent once both replies came: arg() = %q; want %q", got, "50 5")
 	}
+	// The units of the reserves in flight go with the ends.
+	s.reserving(2.5)
+	if got := s.arg(); got != "50 5 r 2.5" {
+		t.Errorf("with 2.5 units reserved in flight: arg() = %q; want %q", got, "50 5 r 2.5")
+	}
+	s.reserving(-2.5)
+	if got := s.arg(); got != "50 5" {
+		t.Errorf("once the reserve's reply came: arg() = %q; want %q", got, "50 5")
+	}
 }

@@ -62,7 +62,8 @@ import (
 //	         bucket, in server microseconds since 1970, and the
 //	         nanoseconds per unit of the call that saw it, apart by a
 //	         space ("1764400000000000 20"); or several such pairs (see
-//	         sighting); or 0 if it saw none
+//	         sighting), and then "r" and the units of its process's
+//	         reserves in flight, if any; or 0 if it saw none
 //	ARGV[5]  take, check, reserve, cancel, allow: the cost in nanoseconds;
 //	         pause: the length of the pause in nanoseconds
 //	ARGV[6]  reserve: the time left before the caller's deadline in
@@ -160,14 +161,17 @@ if cur then
   e, t, su, sp, pause, r, n = struct.unpack('>ddddddd', cur)
   now = (sec - e) * 1e9 + now
 elseif seen ~= '0' then
-  -- One sighting or more, each an end and a unit.
-  local back, from = 0, 1
+  -- One sighting or more, each an end and a unit, then maybe "r" and the
+  -- units of the caller's reserves in flight.
+  local back, inflight, from = 0, 0, 1
   while from do
     local a = string.find(seen, ' ', from, true)
     local b = string.find(seen, ' ', a + 1, true)
-    local se = tonumber(string.sub(seen, from, a - 1))
-    local sunit = tonumber(string.sub(seen, a + 1, b and b - 1 or -1))
-    if se > sec * 1e6 + usec then
+    local first, second = string.sub(seen, from, a - 1), tonumber(string.sub(seen, a + 1, b and b - 1 or -1))
+    local se, sunit = tonumber(first), second
+    if first == 'r' then
+      inflight = second
+    elseif se > sec * 1e6 + usec then
       -- The caller saw the key hold a bucket until after now, and the key
       -- outlives that (see linger): it was lost. It comes back full, and
       -- no earlier than the caller saw it end.
@@ -183,7 +187,11 @@ elseif seen ~= '0' then
     end
     from = b and b + 1
   end
-  if back > 0 then t, dirty = math.max(up(now, period), back), true end
+  if back > 0 then
+    -- The reserves of the caller's process in flight may have run before
+    -- the loss: their turns, behind the bucket, still count.
+    t, dirty = up(math.max(up(now, period), back), math.ceil(inflight * u * (1 + 2^-50))), true
+  end
 end
 -- The key outlives the time it holds the bucket until by more than a
 -- millisecond: PX counts whole milliseconds from the start of the script,
@@ -364,6 +372,13 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 	argv := make([]any, 0, 7+2)
 	sent := l.seen.send()
 	argv = append(argv, op, p.unit, p.periodArg, l.seen.arg())
+	if op == opReserve {
+		// Until its reply is recorded, the turn it may reserve is in no
+		// sighting that another call carries (see sighting.reserving).
+		units := float64(args[0].(int64)) / p.nsPerUnit
+		l.seen.reserving(units)
+		defer l.seen.reserving(-units)
+	}
 	argv = append(argv, args...)
 	if l.serverTime != nil {
 		argv = append(argv, l.serverTime()...)
@@ -420,6 +435,13 @@ type sighting struct {
 	mu    sync.Mutex
 	clock uint64      // counts the sends and receipts of this sighting's calls
 	kept  []seenReply // the replies no later one replaces or covers, in the order received
+
+	// inFlight is the units of the reserves sent and not yet recorded, at
+	// the Limiter's rate (SetRate waits for calls in flight, so they all
+	// have it): a reserve may have run on the server before the key was
+	// lost, and its turn must still count when another call writes the key
+	// back.
+	inFlight float64
 
 	// latest, if not nil, is where a Keyed keeps the server's time, which
 	// tells the sightings that have run out (see Keyed.sighting).
@@ -524,6 +546,13 @@ func (s *sighting) recordSent(t ticket, at int64, end, unit float64) {
 	s.mu.Unlock()
 }
 
+// reserving adds units to the reserves in flight (see sighting).
+func (s *sighting) reserving(units float64) {
+	s.mu.Lock()
+	s.inFlight = max(s.inFlight+units, 0)
+	s.mu.Unlock()
+}
+
 // last returns the latest time until which the sighting says the key holds
 // the bucket.
 func (s *sighting) last() float64 {
@@ -538,7 +567,8 @@ func (s *sighting) last() float64 {
 
 // arg returns the sighting as the script's ARGV[4]: each end that is not 0
 // and its unit, each the shortest decimal that Lua reads back as the same
-// float64, apart by spaces, or 0.
+// float64, apart by spaces, then "r" and the units of the reserves in
+// flight, if any; or 0 if it holds no end.
 func (s *sighting) arg() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -556,6 +586,10 @@ func (s *sighting) arg() string {
 	}
 	if b == nil {
 		return "0"
+	}
+	if s.inFlight > 0 {
+		b = append(b, " r "...)
+		b = strconv.AppendFloat(b, s.inFlight, 'g', -1, 64)
 	}
 	return string(b)
 }
