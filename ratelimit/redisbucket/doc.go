@@ -117,7 +117,12 @@
 // process started since, or one that last saw the bucket drain), and the
 // reserved units only those that the limiter making that call had not
 // seen. With one process, or when the process that made the last
-// reservation calls first, nothing passes beyond the rate. A pause in
+// reservation calls first, nothing passes beyond the rate but for the
+// units of the calls in flight at the loss: a call whose reply had not
+// come is in no memory yet (its process counts the turns it reserves
+// while the bucket holds units, but not what it takes from a bucket that
+// had drained), and a call built before another's reply came carries what
+// was known then. A pause in
 // progress ends with the loss of the key, but the bucket still comes back
 // full. Coming back full errs on the strict side: a bucket that another
 // process emptied sooner than this one saw (a reservation given back, a
