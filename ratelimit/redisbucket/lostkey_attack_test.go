@@ -63,48 +63,43 @@ func TestLostKeySlowerRateKeepsUnitsToTheNanosecond(t *testing.T) {
 		{1e6, 3 * time.Millisecond, 100, 400 * time.Nanosecond, 3999 * time.Microsecond, 37},
 		{1e9, 3 * time.Second, 1e8, 400 * time.Millisecond, 3999999 * time.Microsecond, 1e8 - 63},
 	} {
-		for _, lose := range []bool{false, true} {
-			name := fmt.Sprintf("New(%v, %v) SetRate(%v, %v) lost=%v", tc.maxRate, tc.period, tc.newMaxRate, tc.newPeriod, lose)
-			t.Run(name, func(t *testing.T) {
-				clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-					ctx := context.Background()
-					rdb := newClient(t, addr)
-					key := testKey(t, rdb)
-					lim := onMockTime(New(rdb, key, tc.maxRate, tc.period, WithClock(c)), c)
-					b := newExactBucket(tc.maxRate, tc.period)
-					if ok, err := lim.TryAcquire(ctx, tc.maxRate); !ok || err != nil {
-						t.Fatalf("TryAcquire(%v) = %v, %v", tc.maxRate, ok, err)
-					}
-					if err := b.admit(c.Now(), tc.maxRate); err != nil {
-						t.Fatal(err)
-					}
-					c.Advance(2 * time.Microsecond) // the lead seen, in µs, is 1 mod 3
-					if ok, err := lim.HasCapacity(ctx, tc.maxRate/1000); ok || err != nil {
-						t.Fatalf("HasCapacity at 2µs = %v, %v; want false", ok, err)
-					}
-					if lose {
-						if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
-							t.Fatal(err)
-						}
-					}
-					if err := lim.SetRate(ctx, tc.newMaxRate, tc.newPeriod); err != nil {
-						t.Fatal(err)
-					}
-					b.setRate(c.Now(), tc.newMaxRate, tc.newPeriod)
-					c.AdvanceTo(t, tc.at)
-					ok, err := lim.TryAcquire(ctx, tc.amount)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if ok {
-						if err := b.admit(c.Now(), tc.amount); err != nil {
-							t.Errorf("one process, key lost=%v, SetRate keeping the units: TryAcquire(%v) at %v admitted: %v",
-								lose, tc.amount, tc.at, err)
-						}
-					}
-				})
-			})
-		}
+		keptAndLost(t, fmt.Sprintf("New(%v, %v) SetRate(%v, %v)", tc.maxRate, tc.period, tc.newMaxRate, tc.newPeriod), func(t *testing.T, c *clocktest.Clock, lose bool) {
+			ctx := context.Background()
+			rdb := newClient(t, addr)
+			key := testKey(t, rdb)
+			lim := onMockTime(New(rdb, key, tc.maxRate, tc.period, WithClock(c)), c)
+			b := newExactBucket(tc.maxRate, tc.period)
+			if ok, err := lim.TryAcquire(ctx, tc.maxRate); !ok || err != nil {
+				t.Fatalf("TryAcquire(%v) = %v, %v", tc.maxRate, ok, err)
+			}
+			if err := b.admit(c.Now(), tc.maxRate); err != nil {
+				t.Fatal(err)
+			}
+			c.Advance(2 * time.Microsecond) // the lead seen, in µs, is 1 mod 3
+			if ok, err := lim.HasCapacity(ctx, tc.maxRate/1000); ok || err != nil {
+				t.Fatalf("HasCapacity at 2µs = %v, %v; want false", ok, err)
+			}
+			if lose {
+				if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+					t.Fatal(err)
+				}
+			}
+			if err := lim.SetRate(ctx, tc.newMaxRate, tc.newPeriod); err != nil {
+				t.Fatal(err)
+			}
+			b.setRate(c.Now(), tc.newMaxRate, tc.newPeriod)
+			c.AdvanceTo(t, tc.at)
+			ok, err := lim.TryAcquire(ctx, tc.amount)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				if err := b.admit(c.Now(), tc.amount); err != nil {
+					t.Errorf("one process, key lost=%v, SetRate keeping the units: TryAcquire(%v) at %v admitted: %v",
+						lose, tc.amount, tc.at, err)
+				}
+			}
+		})
 	}
 }
 
@@ -191,55 +186,51 @@ func TestSetRateSlowerLeavesDrainedKeyEmpty(t *testing.T) {
 // the rate allows 10 + 29 = 39. Without the loss, the rate held.
 func TestLostKeyAfterClockStepBackKeepsTurns(t *testing.T) {
 	addr := redisAddr(t)
-	for _, lose := range []bool{false, true} {
-		t.Run(fmt.Sprintf("lost=%v", lose), func(t *testing.T) {
-			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				ctx := context.Background()
-				rdb := newClient(t, addr)
-				key := testKey(t, rdb)
-				var behind atomic.Int64
-				lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
-				if ok, err := lim.TryAcquire(ctx, 10); !ok || err != nil {
-					t.Fatalf("TryAcquire(10) = %v, %v", ok, err)
+	keptAndLost(t, "", func(t *testing.T, c *clocktest.Clock, lose bool) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		var behind atomic.Int64
+		lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
+		if ok, err := lim.TryAcquire(ctx, 10); !ok || err != nil {
+			t.Fatalf("TryAcquire(10) = %v, %v", ok, err)
+		}
+		admitted := map[time.Duration]float64{0: 10}
+		behind.Store(int64(10 * time.Second))
+		var waiters []<-chan result
+		for range 30 {
+			waiters = append(waiters, acquireAt(ctx, c, lim, 1))
+		}
+		if lose {
+			if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+				t.Fatal(err)
+			}
+		}
+		for range 30 {
+			waiters = append(waiters, acquireAt(ctx, c, lim, 1))
+		}
+		for c.Elapsed() < 20*time.Second {
+			c.Advance(100 * time.Millisecond)
+			for i, w := range waiters {
+				if w == nil {
+					continue
 				}
-				admitted := map[time.Duration]float64{0: 10}
-				behind.Store(int64(10 * time.Second))
-				var waiters []<-chan result
-				for range 30 {
-					waiters = append(waiters, acquireAt(ctx, c, lim, 1))
-				}
-				if lose {
-					if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
-						t.Fatal(err)
+				select {
+				case r := <-w:
+					if r.err != nil {
+						t.Fatalf("Acquire(1): %v", r.err)
 					}
+					admitted[r.at]++
+					waiters[i] = nil
+				default:
 				}
-				for range 30 {
-					waiters = append(waiters, acquireAt(ctx, c, lim, 1))
-				}
-				for c.Elapsed() < 20*time.Second {
-					c.Advance(100 * time.Millisecond)
-					for i, w := range waiters {
-						if w == nil {
-							continue
-						}
-						select {
-						case r := <-w:
-							if r.err != nil {
-								t.Fatalf("Acquire(1): %v", r.err)
-							}
-							admitted[r.at]++
-							waiters[i] = nil
-						default:
-						}
-					}
-				}
-				if from, to, n, bound := worstWindow(admitted, 10, time.Second); n > bound {
-					t.Errorf("one process, server clock stepped back 10s, key lost=%v: %v units admitted in [%v, %v], where the rate allows %v",
-						lose, n, from, to, bound)
-				}
-			})
-		})
-	}
+			}
+		}
+		if from, to, n, bound := worstWindow(admitted, 10, time.Second); n > bound {
+			t.Errorf("one process, server clock stepped back 10s, key lost=%v: %v units admitted in [%v, %v], where the rate allows %v",
+				lose, n, from, to, bound)
+		}
+	})
 }
 
 // worstWindow returns the window [from, to] of admission times in which
@@ -445,57 +436,49 @@ func TestLostKeyInPauseAfterSlowerSetRateHoldsRate(t *testing.T) {
 // passed. Without the loss, the key refused them.
 func TestLostKeyAfterStepBackFasterReplyKept(t *testing.T) {
 	addr := redisAddr(t)
-	for _, lose := range []bool{false, true} {
-		name := "kept"
-		if lose {
-			name = "lost"
+	keptAndLost(t, "", func(t *testing.T, c *clocktest.Clock, lose bool) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		var behind atomic.Int64
+		lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
+		b := newExactBucket(10, time.Second)
+		take := func(amount float64, want bool) {
+			t.Helper()
+			ok, err := lim.TryAcquire(ctx, amount)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				if err := b.admit(c.Now(), amount); err != nil {
+					lv, _ := lim.Level(ctx)
+					t.Errorf("one process, server clock stepped back 1ms, SetRate(1000, 1s), 900 taken, key lost=%v, "+
+						"SetRate(10, 1s): TryAcquire(%v) at %v admitted: %v (limiter's Level now %v)",
+						lose, amount, c.Elapsed(), err, lv)
+				}
+			} else if want {
+				t.Fatalf("TryAcquire(%v) at %v = false", amount, c.Elapsed())
+			}
 		}
-		t.Run(name, func(t *testing.T) {
-			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				ctx := context.Background()
-				rdb := newClient(t, addr)
-				key := testKey(t, rdb)
-				var behind atomic.Int64
-				lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
-				b := newExactBucket(10, time.Second)
-				take := func(amount float64, want bool) {
-					t.Helper()
-					ok, err := lim.TryAcquire(ctx, amount)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if ok {
-						if err := b.admit(c.Now(), amount); err != nil {
-							lv, _ := lim.Level(ctx)
-							t.Errorf("one process, server clock stepped back 1ms, SetRate(1000, 1s), 900 taken, key lost=%v, "+
-								"SetRate(10, 1s): TryAcquire(%v) at %v admitted: %v (limiter's Level now %v)",
-								lose, amount, c.Elapsed(), err, lv)
-						}
-					} else if want {
-						t.Fatalf("TryAcquire(%v) at %v = false", amount, c.Elapsed())
-					}
-				}
-				take(10, true)
-				behind.Store(int64(time.Millisecond))
-				if err := lim.SetRate(ctx, 1000, time.Second); err != nil {
-					t.Fatal(err)
-				}
-				b.setRate(c.Now(), 1000, time.Second)
-				take(900, true)
-				if lose {
-					if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
-						t.Fatal(err)
-					}
-				}
-				if err := lim.SetRate(ctx, 10, time.Second); err != nil {
-					t.Fatal(err)
-				}
-				b.setRate(c.Now(), 10, time.Second)
-				c.AdvanceTo(t, 1100*time.Millisecond)
-				take(10, false)
-			})
-		})
-	}
+		take(10, true)
+		behind.Store(int64(time.Millisecond))
+		if err := lim.SetRate(ctx, 1000, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		b.setRate(c.Now(), 1000, time.Second)
+		take(900, true)
+		if lose {
+			if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+				t.Fatal(err)
+			}
+		}
+		if err := lim.SetRate(ctx, 10, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		b.setRate(c.Now(), 10, time.Second)
+		c.AdvanceTo(t, 1100*time.Millisecond)
+		take(10, false)
+	})
 }
 
 // TestStepBackExpiredKeyStaysEmpty: after the server's clock stepped

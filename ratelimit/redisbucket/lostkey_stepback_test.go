@@ -30,58 +30,50 @@ import (
 // admitted beside the waiter's 10.
 func TestLostKeyAfterTwoStepsBackKeepsTurns(t *testing.T) {
 	addr := redisAddr(t)
-	for _, lose := range []bool{false, true} {
-		name := "kept"
-		if lose {
-			name = "lost"
+	keptAndLost(t, "", func(t *testing.T, c *clocktest.Clock, lose bool) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		var behind atomic.Int64
+		lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
+		p := &probe{t: t, c: c, b: newExactBucket(10, time.Second), what: "New(10, 1s)"}
+		if _, err := lim.Level(ctx); err != nil {
+			t.Fatal(err)
 		}
-		t.Run(name, func(t *testing.T) {
-			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				ctx := context.Background()
-				rdb := newClient(t, addr)
-				key := testKey(t, rdb)
-				var behind atomic.Int64
-				lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
-				p := &probe{t: t, c: c, b: newExactBucket(10, time.Second), what: "New(10, 1s)"}
-				if _, err := lim.Level(ctx); err != nil {
-					t.Fatal(err)
-				}
-				behind.Store(int64(50 * time.Second))
-				if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
-					t.Fatalf("TryAcquire(10) = %v, %v", ok, err)
-				}
-				if err := p.b.admit(c.Now(), 10); err != nil {
-					t.Fatal(err)
-				}
-				behind.Store(int64(70 * time.Second))
-				p.wait(ctx, lim, 10)
-				before := lim.seen.arg()
-				p.advance(time.Second)
-				if lose {
-					if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
-						t.Fatal(err)
-					}
-				}
-				for c.Elapsed() < 30*time.Second {
-					p.advance(10 * time.Millisecond)
-					ok, err := lim.TryAcquire(ctx, 10)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if ok {
-						p.collect()
-						if err := p.b.admit(c.Now(), 10); err != nil {
-							t.Fatalf("one process, key lost=%v: server clock stepped back 50s, TryAcquire(10), "+
-								"stepped back 20s more, Acquire(10) reserved (sighting then %q, the reservation's reply dropped); "+
-								"TryAcquire(10) at %v admitted beside the waiter: %v "+
-								"(20 units in a window of length 0, bound 10)", lose, before, c.Elapsed(), err)
-						}
-					}
-				}
+		behind.Store(int64(50 * time.Second))
+		if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
+			t.Fatalf("TryAcquire(10) = %v, %v", ok, err)
+		}
+		if err := p.b.admit(c.Now(), 10); err != nil {
+			t.Fatal(err)
+		}
+		behind.Store(int64(70 * time.Second))
+		p.wait(ctx, lim, 10)
+		before := lim.seen.arg()
+		p.advance(time.Second)
+		if lose {
+			if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+				t.Fatal(err)
+			}
+		}
+		for c.Elapsed() < 30*time.Second {
+			p.advance(10 * time.Millisecond)
+			ok, err := lim.TryAcquire(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
 				p.collect()
-			})
-		})
-	}
+				if err := p.b.admit(c.Now(), 10); err != nil {
+					t.Fatalf("one process, key lost=%v: server clock stepped back 50s, TryAcquire(10), "+
+						"stepped back 20s more, Acquire(10) reserved (sighting then %q, the reservation's reply dropped); "+
+						"TryAcquire(10) at %v admitted beside the waiter: %v "+
+						"(20 units in a window of length 0, bound 10)", lose, before, c.Elapsed(), err)
+				}
+			}
+		}
+		p.collect()
+	})
 }
 
 // TestLostKeyAfterStepsBackAndForwardKeepsTakes: the time of the reply
@@ -93,51 +85,43 @@ func TestLostKeyAfterTwoStepsBackKeepsTurns(t *testing.T) {
 // came back empty: another 10 passed at the same instant.
 func TestLostKeyAfterStepsBackAndForwardKeepsTakes(t *testing.T) {
 	addr := redisAddr(t)
-	for _, lose := range []bool{false, true} {
-		name := "kept"
-		if lose {
-			name = "lost"
+	keptAndLost(t, "", func(t *testing.T, c *clocktest.Clock, lose bool) {
+		ctx := context.Background()
+		rdb := newClient(t, addr)
+		key := testKey(t, rdb)
+		var behind atomic.Int64
+		lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
+		b := newExactBucket(10, time.Second)
+		for _, d := range []time.Duration{0, 20 * time.Second, 0} { // back 20s, forward again
+			behind.Store(int64(d))
+			if _, err := lim.Level(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
-		t.Run(name, func(t *testing.T) {
-			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
-				ctx := context.Background()
-				rdb := newClient(t, addr)
-				key := testKey(t, rdb)
-				var behind atomic.Int64
-				lim := onMockTimeOffset(New(rdb, key, 10, time.Second, WithClock(c)), c, &behind)
-				b := newExactBucket(10, time.Second)
-				for _, d := range []time.Duration{0, 20 * time.Second, 0} { // back 20s, forward again
-					behind.Store(int64(d))
-					if _, err := lim.Level(ctx); err != nil {
-						t.Fatal(err)
-					}
+		behind.Store(int64(50 * time.Second)) // back 50s
+		var taken float64
+		for i := range 2 {
+			ok, err := lim.TryAcquire(ctx, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				taken += 10
+				if err := b.admit(c.Now(), 10); err != nil {
+					t.Fatalf("one process, key lost=%v: server clock stepped back 20s, forward again, back 50s; "+
+						"TryAcquire(10) admitted, the key lost, sighting %q: TryAcquire(10) admitted again at %v: %v "+
+						"(%v units in a window of length 0, bound 10)", lose, lim.seen.arg(), c.Elapsed(), err, taken)
 				}
-				behind.Store(int64(50 * time.Second)) // back 50s
-				var taken float64
-				for i := range 2 {
-					ok, err := lim.TryAcquire(ctx, 10)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if ok {
-						taken += 10
-						if err := b.admit(c.Now(), 10); err != nil {
-							t.Fatalf("one process, key lost=%v: server clock stepped back 20s, forward again, back 50s; "+
-								"TryAcquire(10) admitted, the key lost, sighting %q: TryAcquire(10) admitted again at %v: %v "+
-								"(%v units in a window of length 0, bound 10)", lose, lim.seen.arg(), c.Elapsed(), err, taken)
-						}
-					} else if i == 0 {
-						t.Fatalf("TryAcquire(10) = false")
-					}
-					if lose && i == 0 {
-						if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
-							t.Fatal(err)
-						}
-					}
+			} else if i == 0 {
+				t.Fatalf("TryAcquire(10) = false")
+			}
+			if lose && i == 0 {
+				if err := rdb.Del(ctx, key).Err(); err != nil { // Redis restarts
+					t.Fatal(err)
 				}
-			})
-		})
-	}
+			}
+		}
+	})
 }
 
 // TestKeyedForgetsDrainedKeyAfterStepBack: Keyed.forget takes a

@@ -189,3 +189,20 @@ func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 		t.Errorf("once the reserve's reply came: arg() = %q; want %q", got, "50 5")
 	}
 }
+
+// keptAndLost runs f on a mocked clock as two subtests, "kept" and
+// "lost" (under name, if any), with lose false and true: f loses the key
+// where it means to only when lose is true, so that "kept" shows what the
+// same calls do without the loss.
+func keptAndLost(t *testing.T, name string, f func(t *testing.T, c *clocktest.Clock, lose bool)) {
+	t.Helper()
+	for _, lose := range []bool{false, true} {
+		sub := map[bool]string{false: "kept", true: "lost"}[lose]
+		if name != "" {
+			sub = name + "/" + sub
+		}
+		t.Run(sub, func(t *testing.T) {
+			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) { f(t, c, lose) })
+		})
+	}
+}
