@@ -101,10 +101,10 @@
 // eviction under maxmemory, a failover to a replica that missed the last
 // writes. Each Limiter remembers, from the last reply it had, until when
 // the key holds the bucket and at what rate (the key itself lives a few
-// milliseconds longer, so that its expiry is never taken for a loss); of
-// calls that were in flight together, whose order on the server it cannot
-// know (the server's time cannot tell, once its clock has stepped back),
-// it remembers each reply. A call that finds the key missing before then
+// milliseconds longer, so that its expiry is never taken for a loss). A
+// reply replaces those received before its call was sent, whatever the
+// server's time says; of calls in flight together, the reply of the later
+// server time replaces the other. A call that finds the key missing before then
 // writes it back full, and no emptier than the most of those: the units
 // taken before the loss, also at a faster rate before a SetRate that
 // slowed it, and the turns that callers waiting in this process or seen by
@@ -122,7 +122,10 @@
 // come is in no memory yet (its process counts the turns it reserves
 // while the bucket holds units, but not what it takes from a bucket that
 // had drained), and a call built before another's reply came carries what
-// was known then. A pause in
+// was known then; and if the server's clock stepped back between two calls
+// in flight together, the one from before the step, of the later time, is
+// taken for the later state, and what the other took may pass again. A
+// pause in
 // progress ends with the loss of the key, but the bucket still comes back
 // full. Coming back full errs on the strict side: a bucket that another
 // process emptied sooner than this one saw (a reservation given back, a

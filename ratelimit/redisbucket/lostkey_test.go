@@ -124,12 +124,14 @@ func TestAcquireTurnPastCenturiesRefused(t *testing.T) {
 	})
 }
 
-// TestSightingKeepsWhatNoReplyCovers: a reply replaces those received
-// before its call was sent; of calls in flight together, each reply is
-// kept unless another kept covers it (ends no earlier, at a rate no
-// slower); at most maxKept, the last received.
-func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
+// TestSightingKeepsTheLatestState: a reply replaces those received before
+// its call was sent, whatever their server time; of calls in flight
+// together, the reply of the later server time replaces the other, and
+// replies of the same time are both kept; at most maxKept, the last
+// received.
+func TestSightingKeepsTheLatestState(t *testing.T) {
 	type call struct {
+		at        int64
 		end, unit float64
 	}
 	for _, tc := range []struct {
@@ -140,20 +142,20 @@ func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 		want  string
 	}{
 		{"none", nil, nil, nil, "0"},
-		{"one after another: the last", []call{{100, 5}, {50, 1}}, nil, nil, "50 1"},
-		{"in flight together: both", []call{{100, 5}, {90, 1}}, []int{0, 1}, []int{0, 1}, "100 5 90 1"},
-		{"in flight together: one covering the other", []call{{90, 5}, {100, 1}}, []int{0, 1}, []int{0, 1}, "100 1"},
-		{"in flight together: one covered by the other", []call{{100, 1}, {90, 5}}, []int{0, 1}, []int{0, 1}, "100 1"},
-		{"in flight together, received in either order", []call{{100, 5}, {90, 1}}, []int{0, 1}, []int{1, 0}, "90 1 100 5"},
-		{"a drained key beside a live one", []call{{100, 5}, {0, 5}}, []int{0, 1}, []int{0, 1}, "100 5"},
-		{"at most maxKept", []call{{91, 1}, {92, 2}, {93, 3}, {94, 4}, {95, 5}, {96, 6}, {97, 7}, {98, 8}, {99, 9}, {100, 10}},
+		{"one after another: the last", []call{{10, 100, 5}, {20, 50, 1}}, nil, nil, "50 1"},
+		{"one after another, the server's clock back: the last", []call{{20, 100, 5}, {10, 50, 1}}, nil, nil, "50 1"},
+		{"in flight together: the later by the server", []call{{10, 100, 5}, {20, 50, 1}}, []int{0, 1}, []int{0, 1}, "50 1"},
+		{"in flight together, received the other way", []call{{10, 100, 5}, {20, 50, 1}}, []int{0, 1}, []int{1, 0}, "50 1"},
+		{"in flight together at the same time: both", []call{{10, 100, 5}, {10, 90, 1}}, []int{0, 1}, []int{1, 0}, "90 1 100 5"},
+		{"a drained key, later by the server", []call{{10, 100, 5}, {20, 0, 5}}, []int{0, 1}, []int{0, 1}, "0"},
+		{"at most maxKept", []call{{1, 91, 1}, {1, 92, 2}, {1, 93, 3}, {1, 94, 4}, {1, 95, 5}, {1, 96, 6}, {1, 97, 7}, {1, 98, 8}, {1, 99, 9}, {1, 100, 10}},
 			[]int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, "93 3 94 4 95 5 96 6 97 7 98 8 99 9 100 10"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var s sighting
 			if tc.sends == nil {
 				for _, c := range tc.calls {
-					s.record(0, c.end, c.unit)
+					s.record(c.at, c.end, c.unit)
 				}
 			} else {
 				sent := make([]ticket, len(tc.calls))
@@ -161,7 +163,8 @@ func TestSightingKeepsWhatNoReplyCovers(t *testing.T) {
 					sent[i] = s.send()
 				}
 				for _, i := range tc.recvs {
-					s.recordSent(sent[i], 0, tc.calls[i].end, tc.calls[i].unit)
+					c := tc.calls[i]
+					s.recordSent(sent[i], c.at, c.end, c.unit)
 				}
 			}
 			if got := s.arg(); got != tc.want {

@@ -420,21 +420,19 @@ func (l *Limiter) run(ctx context.Context, p *params, op string, args ...any) ([
 // Redis, which is what may lose the key.
 //
 // A reply replaces those received before its call was sent: its call ran
-// on the server after theirs, and its state holds all they did. Replies of
-// calls that were in flight together ran in an order no one here knows
-// (the server's time cannot tell: after its clock steps back, as in a
-// failover to a replica whose clock is behind, a later call has an
-// earlier time), so each is kept, unless another kept covers it (ends no
-// earlier, seen at a rate no slower: it writes back at least as much for a
-// caller of any rate); the script writes back the most of them. Each kept
-// reply is a state the key was in, so that the key never comes back fuller
-// than it was. At one rate the latest end covers the others, so only
-// calls in flight across a SetRate keep more than one; at most maxKept
-// are kept, the last received.
+// on the server after theirs, and its state holds all they did, whatever
+// the server's clock says (after it steps back, as in a failover to a
+// replica whose clock is behind, a later call has an earlier time). Of
+// calls that were in flight together, whose order no one here knows, the
+// reply of the later server time replaces the other, as the server's
+// clock orders them but for a step back between them; replies of the same
+// time are both kept, and the script writes back the most of them. Each
+// kept reply is a state the key was in, so that the key never comes back
+// fuller than it was. At most maxKept are kept, the last received.
 type sighting struct {
 	mu    sync.Mutex
 	clock uint64      // counts the sends and receipts of this sighting's calls
-	kept  []seenReply // the replies no later one replaces or covers, in the order received
+	kept  []seenReply // the replies no later one replaces, in the order received
 
 	// inFlight is the units of the reserves sent and not yet recorded, at
 	// the Limiter's rate (SetRate waits for calls in flight, so they all
@@ -478,19 +476,17 @@ func (n *serverNow) load() int64 {
 	return n.at
 }
 
-// seenReply is a reply's end (µs since 1970, rounded up; 0 if the key held
-// no bucket), the nanoseconds per unit of its call, and when its call was
-// sent and its reply received, on the sighting's clock.
+// seenReply is a reply's server time and end (µs since 1970, the end
+// rounded up; 0 if the key held no bucket), the nanoseconds per unit of
+// its call, and when its call was sent and its reply received, on the
+// sighting's clock.
 type seenReply struct {
+	at        int64 // the server's time, µs since 1970
 	end, unit float64
 	sent, got uint64
 }
 
 const maxKept = 8
-
-// covers reports whether a sighting of end and unit writes back at least
-// what one of oEnd and oUnit would, for a caller of any rate.
-func covers(end, unit, oEnd, oUnit float64) bool { return oEnd == 0 || end >= oEnd && unit <= oUnit }
 
 // A ticket is when a call was sent: on its sighting's clock, and among the
 // calls of its Keyed.
@@ -523,21 +519,22 @@ func (s *sighting) recordSent(t ticket, at int64, end, unit float64) {
 	sent := t.local
 	s.mu.Lock()
 	s.clock++
-	r := seenReply{end, unit, sent, s.clock}
-	kept := s.kept[:0]
+	kept, newer := s.kept[:0], false
 	for _, q := range s.kept {
-		// Received before the call was sent, it ran before: replaced.
-		if q.got >= sent && !covers(end, unit, q.end, q.unit) {
-			kept = append(kept, q)
+		switch {
+		case q.got < sent:
+			// Received before this call was sent: it ran before.
+		case at > q.at:
+			// In flight together: this one ran later, by the server's
+			// time.
+		case q.at > at:
+			kept, newer = append(kept, q), true
+		default:
+			kept = append(kept, q) // the same time: both
 		}
 	}
-	// r is kept unless a reply kept covers it.
-	covered := false
-	for _, q := range kept {
-		covered = covered || covers(q.end, q.unit, end, unit)
-	}
-	if !covered || len(kept) == 0 {
-		kept = append(kept, r)
+	if !newer {
+		kept = append(kept, seenReply{at, end, unit, sent, s.clock})
 	}
 	if n := len(kept); n > maxKept {
 		kept = append(kept[:0], kept[n-maxKept:]...)
