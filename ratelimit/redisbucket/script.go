@@ -478,12 +478,11 @@ func (n *serverNow) load() int64 {
 
 // seenReply is a reply's server time and end (µs since 1970, the end
 // rounded up; 0 if the key held no bucket), the nanoseconds per unit of
-// its call, and when its call was sent and its reply received, on the
-// sighting's clock.
+// its call, and when it was received, on the sighting's clock.
 type seenReply struct {
 	at        int64 // the server's time, µs since 1970
 	end, unit float64
-	sent, got uint64
+	got       uint64
 }
 
 const maxKept = 8
@@ -534,7 +533,7 @@ func (s *sighting) recordSent(t ticket, at int64, end, unit float64) {
 		}
 	}
 	if !newer {
-		kept = append(kept, seenReply{at, end, unit, sent, s.clock})
+		kept = append(kept, seenReply{at, end, unit, s.clock})
 	}
 	if n := len(kept); n > maxKept {
 		kept = append(kept[:0], kept[n-maxKept:]...)
