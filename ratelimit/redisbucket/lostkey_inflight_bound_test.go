@@ -80,11 +80,7 @@ func TestLostKeyPassesAtMostCallsInFlight(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 					ctx := context.Background()
-					rdb := newClient(t, addr)
-					if err := mockTimeScript.Load(ctx, rdb).Err(); err != nil {
-						t.Fatal(err)
-					}
-					key := testKey(t, rdb)
+					rdb, key := scriptedKey(t, addr)
 					h := newHeldScripter(rdb)
 					lim := onMockTime(New(h, key, 10, time.Second, WithClock(c)), c)
 					admitted := map[time.Duration]float64{}
@@ -166,21 +162,12 @@ func TestLostKeyDelayedRequestPassesAtMostItsUnits(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 				ctx := context.Background()
-				rdb := newClient(t, addr)
-				if err := mockTimeScript.Load(ctx, rdb).Err(); err != nil {
-					t.Fatal(err)
-				}
-				key := testKey(t, rdb)
+				rdb, key := scriptedKey(t, addr)
 				h := newSendHeldScripter(rdb)
 				lim := onMockTime(New(h, key, 10, time.Second, WithClock(c)), c)
 				b := newExactBucket(10, time.Second)
 
-				if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
-					t.Fatalf("TryAcquire(10) at 0 = %v, %v", ok, err)
-				}
-				if err := b.admit(c.Now(), 10); err != nil {
-					t.Fatal(err)
-				}
+				takeFull(t, ctx, c, lim, b)
 				argX := lim.seen.arg()
 
 				h.hold.Store(true)

@@ -80,11 +80,7 @@ func TestLateReplyAcrossStepBackHidesAtMostItsTake(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) {
 					ctx := context.Background()
-					rdb := newClient(t, addr)
-					if err := mockTimeScript.Load(ctx, rdb).Err(); err != nil {
-						t.Fatal(err)
-					}
-					key := testKey(t, rdb)
+					rdb, key := scriptedKey(t, addr)
 					h := newHeldScripter(rdb)
 					var behind atomic.Int64
 					lim := onMockTimeOffset(New(h, key, 10, time.Second, WithClock(c)), c, &behind)

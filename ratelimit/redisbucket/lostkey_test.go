@@ -8,6 +8,7 @@ import (
 
 	"github.com/dripgo/drip/internal/clocktest"
 	"github.com/dripgo/drip/ratelimit"
+	"github.com/redis/go-redis/v9"
 )
 
 // The lost keys that TestPropertyNeverOverRate found letting units through:
@@ -207,5 +208,28 @@ func keptAndLost(t *testing.T, name string, f func(t *testing.T, c *clocktest.Cl
 		t.Run(sub, func(t *testing.T) {
 			clocktest.Run(t, func(t *testing.T, c *clocktest.Clock) { f(t, c, lose) })
 		})
+	}
+}
+
+// scriptedKey returns a client of addr on which the mock-time script is
+// loaded, so that a Scripter wrapping it, which runs EvalSha alone, finds
+// it; and a key of the test's own.
+func scriptedKey(t *testing.T, addr string) (*redis.Client, string) {
+	t.Helper()
+	rdb := newClient(t, addr)
+	if err := mockTimeScript.Load(context.Background(), rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return rdb, testKey(t, rdb)
+}
+
+// takeFull takes the whole bucket of lim, New(10, ...), and counts it in b.
+func takeFull(t *testing.T, ctx context.Context, c *clocktest.Clock, lim *Limiter, b *exactBucket) {
+	t.Helper()
+	if ok, err := lim.TryAcquire(ctx, 10); err != nil || !ok {
+		t.Fatalf("TryAcquire(10) at 0 = %v, %v", ok, err)
+	}
+	if err := b.admit(c.Now(), 10); err != nil {
+		t.Fatal(err)
 	}
 }
